@@ -23,8 +23,9 @@ from typing import Protocol
 
 
 # Port the hypercall-page stubs write to (`out %eax, $HYPERCALL_PORT` after
-# `mov $nr, %eax`; arguments stay in rdi, rsi, rdx, r10, r8).
-HYPERCALL_PORT = 0xE9A0
+# `mov $nr, %eax`; arguments stay in rdi, rsi, rdx, r10, r8). It must fit the
+# imm8 of `out`: a port in %dx would clobber the third argument (rdx/edx).
+HYPERCALL_PORT = 0xE4
 # Engines advertise Xen's CPUID leaves themselves (`xen_core.abi.cpuid`),
 # including the hypercall-page MSR, HYPERCALL_PAGE_MSR there.
 
