@@ -1,0 +1,299 @@
+"""xenstored's transports: a Unix socket for dom0 clients and shared rings
+for introduced domains, both over one asyncio loop and one Store.
+
+Each transport feeds bytes to a MessageReader, hands each request to the
+RequestHandler and writes the reply; watch events the request caused are
+routed to the connections they belong to.  A client that breaks framing, or
+stops reading while flooding us, loses its own connection and nothing else.
+"""
+
+import asyncio
+import logging
+import os
+
+from xen_core.abi import xs_wire as w
+
+from .errors import XsError
+from .protocol import (MessageReader, ProtocolError, RequestHandler,
+                       encode_event)
+from .ring import RingError, XsRingBackend
+
+log = logging.getLogger("xenstored")
+
+# A socket client whose unread replies and events pile up past this is
+# dropped; until then it is merely not read (asyncio's pause_writing).
+MAX_SOCKET_BACKLOG = 16 << 20
+
+
+class XenStoreServer:
+    def __init__(self, store, attacher=None):
+        self.store = store
+        self.attacher = attacher
+        self.handler = RequestHandler(store, self._introduce, self._release)
+        self.transports: dict[int, object] = {}     # engine conn id -> transport
+        self.rings: dict[int, "RingConnection"] = {}
+        self.servers: list = []
+        self.loop = None
+
+    @property
+    def tracing(self) -> bool:
+        return self.store.trace or log.isEnabledFor(logging.DEBUG)
+
+    # ---- request path shared by both transports ---------------------------
+    def run_requests(self, transport, msgs) -> bytes:
+        """Process requests from one connection; return its output bytes."""
+        conn = transport.conn
+        store = self.store
+        process = self.handler.process
+        out = []
+        trace = self.tracing
+        for mtype, req_id, tx_id, payload in msgs:
+            if trace:
+                self._trace("IN", conn, mtype, req_id, tx_id, payload)
+            reply = process(conn, mtype, req_id, tx_id, payload)
+            if trace:
+                self._trace("OUT", conn, *w.XSD_SOCKMSG.unpack_from(reply)[:3], reply[16:])
+            if store.event_conns:
+                # xenstored queues a WATCH's first event after its reply and
+                # every other event ahead of the reply that caused it.
+                if mtype == w.XS_WATCH:
+                    out.append(reply)
+                    self._route_events(conn, out)
+                else:
+                    self._route_events(conn, out)
+                    out.append(reply)
+            else:
+                out.append(reply)
+            if store.messages:
+                for m in store.messages:
+                    log.warning("%s", m)
+                store.messages.clear()
+        return b"".join(out)
+
+    def _route_events(self, conn, out):
+        for c, events in self.store.take_events():
+            data = b"".join(encode_event(p, t) for p, t in events)
+            if c is conn:
+                out.append(data)
+            else:
+                t = self.transports.get(c.id)
+                if t is not None:
+                    t.send(data)
+
+    def _trace(self, direction, conn, mtype, req_id, tx_id, payload):
+        name = w.XSD_TYPE_NAMES.get(mtype, str(mtype))
+        shown = payload[:128].replace(b"\0", b" ")
+        log.info("%s conn %d dom%d %s req %d tx %d (%s)", direction, conn.id,
+                 conn.domid, name, req_id, tx_id, shown.decode("latin-1"))
+
+    # ---- Unix socket -------------------------------------------------------
+    async def start_unix(self, path: str):
+        self.loop = asyncio.get_running_loop()
+        if os.path.exists(path):
+            os.unlink(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        srv = await self.loop.create_unix_server(lambda: SocketConnection(self), path)
+        os.chmod(path, 0o600)
+        self.servers.append(srv)
+        return srv
+
+    async def close(self):
+        for srv in self.servers:
+            srv.close()
+        for ring in list(self.rings.values()):
+            ring.close()
+        for t in list(self.transports.values()):
+            if isinstance(t, SocketConnection) and t.transport is not None:
+                t.transport.abort()
+        for srv in self.servers:
+            await srv.wait_closed()
+
+    # ---- domains -------------------------------------------------------------
+    def _introduce(self, domid, gfn, port):
+        if self.attacher is None:
+            raise XsError("ENOSYS", "no domain attacher configured")
+        try:
+            page = self.attacher.map_store_page(domid, gfn)
+            notify, source = self.attacher.bind_evtchn(domid, port)
+        except OSError as e:
+            log.error("introduce dom%d: %s", domid, e)
+            self.attacher.release(domid)
+            raise XsError("EIO", str(e)) from None
+        conn = self.store.introduce(None, domid, gfn, port)
+        ring = RingConnection(self, conn, page, notify, source)
+        self.rings[domid] = ring
+        self.transports[conn.id] = ring
+        ring.start()
+
+    def _release(self, domid, conn):
+        ring = self.rings.pop(domid, None)
+        if ring is not None:
+            ring.close()
+
+
+class SocketConnection(asyncio.Protocol):
+    """A dom0 client on the Unix socket: privileged, as on xenstored's
+    read-write socket."""
+
+    def __init__(self, server: XenStoreServer):
+        self.server = server
+        self.transport = None
+        self.conn = None
+        self.reader = MessageReader()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.conn = self.server.store.connect(self.server.store.priv_domid)
+        self.server.transports[self.conn.id] = self
+
+    def data_received(self, data):
+        try:
+            msgs = self.reader.feed(data)
+        except ProtocolError as e:
+            log.warning("conn %d: %s; closing it", self.conn.id, e)
+            self.transport.abort()
+            return
+        if msgs:
+            self.transport.write(self.server.run_requests(self, msgs))
+
+    def send(self, data: bytes):
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if t.get_write_buffer_size() > MAX_SOCKET_BACKLOG:
+            log.warning("conn %d does not read its events; closing it", self.conn.id)
+            t.abort()
+            return
+        t.write(data)
+
+    def pause_writing(self):
+        # The client does not read its replies: stop reading its requests.
+        self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.transport.resume_reading()
+
+    def connection_lost(self, exc):
+        if self.conn is not None:
+            self.server.store.disconnect(self.conn)
+            self.server.transports.pop(self.conn.id, None)
+        self.transport = None
+
+
+class RingConnection:
+    """An introduced domain's connection over its xenstore page.
+
+    Replies wait in ``outq`` while the rsp ring is full; past the
+    ``outstanding`` quota the domain's further requests stay in its ring.
+    """
+
+    def __init__(self, server, conn, page, notify, source):
+        self.server = server
+        self.conn = conn
+        self.page = page
+        self.ring = XsRingBackend(page)
+        self.notify = notify
+        self.source = source
+        self.reader = MessageReader()
+        self.inbox: list = []
+        self.outq = bytearray()
+        self.pending = 0            # replies queued but not yet in the ring
+        self.closed = False
+        self.loop = None
+
+    def start(self):
+        self.ring.init()
+        if isinstance(self.source, int):
+            self.loop = asyncio.get_running_loop()
+            self.loop.add_reader(self.source, self._kicked)
+        else:
+            self.source(self.kick)
+        self.kick()
+
+    def _kicked(self):
+        try:
+            while os.read(self.source, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self.kick()
+
+    def kick(self):
+        """The guest notified us: move what we can in both directions."""
+        if self.closed:
+            return
+        try:
+            if self.ring.reconnect_requested():
+                self._reconnect()
+            moved = self._flush()
+            quota = self.server.store.quota.outstanding
+            privileged = self.conn.privileged
+            while True:
+                if not self.inbox:
+                    data = self.ring.read_requests()
+                    if not data:
+                        break
+                    moved = True
+                    self.inbox.extend(self.reader.feed(data))
+                while self.inbox and (privileged or self.pending < quota):
+                    out = self.server.run_requests(self, [self.inbox.pop(0)])
+                    self.outq += out
+                    self.pending += 1
+                moved = self._flush() or moved
+                if self.inbox:
+                    break       # over the outstanding quota: wait for the guest
+        except RingError as e:
+            self._fatal(w.XENSTORE_ERROR_RINGIDX, str(e))
+            return
+        except ProtocolError as e:
+            self._fatal(w.XENSTORE_ERROR_PROTO, str(e))
+            return
+        if moved:
+            self.notify()
+
+    def _flush(self) -> bool:
+        if not self.outq:
+            return False
+        n = self.ring.write_responses(bytes(self.outq[:w.XENSTORE_RING_SIZE]))
+        if n:
+            del self.outq[:n]
+            if not self.outq:
+                self.pending = 0
+        return n > 0
+
+    def send(self, data: bytes):
+        """Watch events for this domain."""
+        if self.closed:
+            return
+        self.outq += data
+        try:
+            if self._flush():
+                self.notify()
+        except RingError as e:
+            self._fatal(w.XENSTORE_ERROR_RINGIDX, str(e))
+
+    def _reconnect(self):
+        # The guest asked to start over: forget its watches and transactions.
+        self.server.store.reset_watches(self.conn)
+        self.reader = MessageReader()
+        self.inbox.clear()
+        self.outq.clear()
+        self.pending = 0
+        self.ring.reset()
+
+    def _fatal(self, code, why):
+        log.warning("dom%d: fatal ring error: %s", self.conn.domid, why)
+        self.ring.set_error(code)
+        self.notify()
+        self.close()
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        if isinstance(self.source, int) and self.loop is not None:
+            self.loop.remove_reader(self.source)
+        self.server.transports.pop(self.conn.id, None)
+        self.server.store.disconnect(self.conn)
+        if self.server.attacher is not None:
+            self.server.attacher.release(self.conn.domid)
