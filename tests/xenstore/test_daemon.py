@@ -130,7 +130,7 @@ def test_quota_flags(tmp_path):
     d = Daemon(tmp_path, "-E", "7", "-W", "3", "-t", "2", "-S", "99", "-A", "4",
                "-M", "50", "-Q", "outstanding=9")
     try:
-        listing = RawClient(d.sock).ok(w.XS_CONTROL, b"quota").decode()
+        listing = RawClient(d.sock).ok(w.XS_CONTROL, b"quota").rstrip(b"\0").decode()
         lines = {}
         for line in listing.splitlines():
             name, _, rest = line.partition(":")
