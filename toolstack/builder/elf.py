@@ -3,11 +3,13 @@
 Finds the PT_LOAD segments (placed at their physical addresses, as Xen's
 loader does for PVH) and the `Xen` ELF notes: from PT_NOTE segments first
 and, only when those hold no Xen note, from SHT_NOTE sections (some kernels
-carry their notes only there). Xen accepts a 32-bit ELF container for an
+carry their notes only there). A Linux bzImage is opened to its ELF payload
+(`bzimage.py`). Xen accepts a 32-bit ELF container for an
 x86-64 kernel and, for PVH, any x86 machine: the entry is 32-bit code anyway.
 """
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass, field
 
@@ -15,6 +17,8 @@ from elftools.common.exceptions import ELFError, ELFParseError
 from elftools.elf.elffile import ELFFile
 
 from xen_core.abi import hvm_start_info as abi
+
+from .bzimage import BzImageError, extract_payload, is_bzimage
 
 PT_LOAD = "PT_LOAD"
 PT_NOTE = "PT_NOTE"
@@ -41,6 +45,7 @@ class Segment:
 @dataclass
 class KernelElf:
     path: str
+    from_bzimage: bool
     elfclass: int                 # 32 or 64
     machine: str                  # "EM_X86_64" | "EM_386"
     entry: int                    # e_entry (not used for PVH boot)
@@ -90,23 +95,32 @@ def _xen_notes(blobs: list[bytes]) -> dict[str, int | str | bytes]:
 
 
 def load_kernel(path: str) -> KernelElf:
-    """Read and check a kernel ELF; BuildError names anything wrong."""
+    """Read and check a kernel ELF, or the ELF inside a Linux bzImage;
+    BuildError names anything wrong."""
     try:
         with open(path, "rb") as f:
-            return _load(path, f)
+            data = f.read()
     except OSError as e:
         raise BuildError(f"kernel {path}: {e.strerror or e}") from None
-    except (ELFError, ELFParseError, struct.error, ValueError) as e:
-        if isinstance(e, BuildError):
-            raise
+    from_bzimage = is_bzimage(data)
+    if from_bzimage:
+        try:
+            data = extract_payload(data)
+        except BzImageError as e:
+            raise BuildError(f"kernel {path}: bzImage: {e}") from None
+    try:
+        return _load(path, data, from_bzimage)
+    except BuildError:
+        raise
+    except (ELFError, ELFParseError, struct.error, ValueError, EOFError) as e:
         raise BuildError(f"kernel {path}: malformed ELF: {e}") from None
 
 
-def _load(path: str, f) -> KernelElf:
-    if f.read(4) != b"\x7fELF":
-        raise BuildError(f"kernel {path}: not an ELF file")
-    f.seek(0)
-    elf = ELFFile(f)
+def _load(path: str, data: bytes, from_bzimage: bool) -> KernelElf:
+    if data[:4] != b"\x7fELF":
+        what = "bzImage payload is not an ELF file" if from_bzimage else "not an ELF file"
+        raise BuildError(f"kernel {path}: {what}")
+    elf = ELFFile(io.BytesIO(data))
     machine = elf["e_machine"]
     if machine not in X86_MACHINES:
         raise BuildError(f"kernel {path}: machine {machine} is not x86")
@@ -119,11 +133,11 @@ def _load(path: str, f) -> KernelElf:
             if seg["p_filesz"] > seg["p_memsz"]:
                 raise BuildError(f"kernel {path}: PT_LOAD at {seg['p_paddr']:#x} "
                                  f"has filesz > memsz")
-            data = seg.data()
-            if len(data) != seg["p_filesz"]:
+            blob = seg.data()
+            if len(blob) != seg["p_filesz"]:
                 raise BuildError(f"kernel {path}: PT_LOAD at {seg['p_paddr']:#x} "
                                  f"runs past the end of the file")
-            segments.append(Segment(seg["p_paddr"], data, seg["p_memsz"]))
+            segments.append(Segment(seg["p_paddr"], blob, seg["p_memsz"]))
         elif seg["p_type"] == PT_NOTE:
             note_blobs.append(seg.data())
     notes = _xen_notes(note_blobs)
@@ -137,5 +151,5 @@ def _load(path: str, f) -> KernelElf:
     for a, b in zip(segments, segments[1:]):
         if b.paddr < a.end:
             raise BuildError(f"kernel {path}: PT_LOAD segments overlap at {b.paddr:#x}")
-    return KernelElf(path=path, elfclass=elf.elfclass, machine=machine,
+    return KernelElf(path=path, from_bzimage=from_bzimage, elfclass=elf.elfclass, machine=machine,
                      entry=elf["e_entry"], segments=segments, notes=notes)
