@@ -180,8 +180,6 @@ _RULES = [
     (r"colo-export=[^,]*,?", None, _save("colo-export", "colo_export")),
     (r"active-disk=[^,]*,?", None, _save("active-disk", "active_disk")),
     (r"hidden-disk=[^,]*,?", None, _save("hidden-disk", "hidden_disk")),
-    (r"trusted,?", None, _defbool("trusted", True)),
-    (r"untrusted,?", None, _defbool("trusted", False)),
     (r"target=.*", None, lambda p, t: p.save("target", "pdev_path", _value(t))),
     (r"[a-z][-a-z0-9]*=[^,],?", None, lambda p, t: p.err(t, "unknown parameter")),
     (r"(?:raw|qcow2?|vhd):", r".*", _depr_format),

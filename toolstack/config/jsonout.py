@@ -57,6 +57,9 @@ def _pairs(obj):
         elif kind in ("list", "structs", "bitmaps"):
             if value:
                 yield f.name, _array(value, kind)
+        elif kind == "bitmap":
+            if value:               # an all-clear bitmap is not written
+                yield f.name, _scalar(value, kind)
         else:
             if value == f.default:
                 continue

@@ -282,9 +282,11 @@ def _pcis(ctx: _Ctx, d: DomainConfig):
     for item in items:
         if item.kind != STRING:
             break
+        # xl copies b_info->u.hvm.rdm.policy into each device; for PV and
+        # PVH that union member reads as zero, i.e. "strict".
+        policy = d.b_info.u.rdm.policy if d.b_info.type == "hvm" else "strict"
         d.pcidevs.append(parse_pci(item.data, ctx.cfg.source,
-                                   {"rdm_policy": d.b_info.u.rdm.policy}
-                                   if d.b_info.type == "hvm" else None))
+                                   {"rdm_policy": policy}))
     if d.pcidevs and d.c_info.type == "pv":
         d.b_info.u.e820_host = True
 
