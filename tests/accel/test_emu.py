@@ -1,0 +1,729 @@
+"""The software-CPU engine (unicorn from C) against small assembled guests.
+
+Each guest is GNU as source assembled at test time: a PVH-style 32-bit entry
+(flat protected mode, paging off) that builds page tables, enters long mode
+and runs a test body, reporting values with hypercalls (`out` to
+HYPERCALL_PORT, or vmcall/vmmcall).
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from xen_core.abi.cpuid import HYPERCALL_PAGE_MSR, XEN_CPUID_BASE
+from xen_core.accel import emu
+from xen_core.accel.base import HYPERCALL_PORT, BootState, CpuMode, RunResult
+
+_USABLE, _WHY = (emu.EmuAccelerator().usable() if emu.lib is not None
+                 else (False, emu._IMPORT_ERROR))
+_TOOLS = all(shutil.which(t) for t in ("as", "ld"))
+pytestmark = [
+    pytest.mark.skipif(not _USABLE, reason=f"emu unusable: {_WHY}"),
+    pytest.mark.skipif(not _TOOLS, reason="GNU as/ld not installed (binutils)"),
+]
+
+MEM_SIZE = 4 << 20
+CODE = 0x100000
+PML4, PDPT, PD, IDT = 0x200000, 0x201000, 0x202000, 0x203000
+STACK_TOP = 0x300000
+IST_STACK_TOP = 0x2F0000
+DATA = 0x380000
+UNMAPPED = 0x40000000       # beyond the 4 MiB the guest page tables map
+REPORT, STOP = 0x100, 0x101
+
+PROLOGUE = f"""
+.intel_syntax noprefix
+.set HC_PORT, {HYPERCALL_PORT}
+.set IDT, {IDT}
+.macro HCALL nr
+    mov eax, \\nr
+    out HC_PORT, eax
+.endm
+.macro SETGATE vec, handler, type=0x8e, ist=0
+    lea rax, [rip + \\handler]
+    mov word ptr [IDT + \\vec*16], ax
+    mov word ptr [IDT + \\vec*16 + 2], 0x08
+    mov byte ptr [IDT + \\vec*16 + 4], \\ist
+    mov byte ptr [IDT + \\vec*16 + 5], \\type
+    shr rax, 16
+    mov word ptr [IDT + \\vec*16 + 6], ax
+    shr rax, 16
+    mov dword ptr [IDT + \\vec*16 + 8], eax
+    mov dword ptr [IDT + \\vec*16 + 12], 0
+.endm
+.code32
+.globl _start
+_start:
+    mov esp, 0x2ff000
+    push ebx                     # the stack works in 32-bit flat mode
+    pop edi
+    mov dword ptr [{PML4}], {PDPT} + 3
+    mov dword ptr [{PDPT}], {PD} + 3
+    mov dword ptr [{PD}], 0x83
+    mov dword ptr [{PD} + 8], 0x200083
+    lgdt [gdt_ptr]
+    mov eax, cr4
+    or eax, 0x20
+    mov cr4, eax
+    mov eax, {PML4}
+    mov cr3, eax
+    mov ecx, 0xc0000080
+    rdmsr
+    or eax, 0x100
+    wrmsr
+    mov eax, cr0
+    or eax, 0x80000001
+    mov cr0, eax
+    .byte 0xea
+    .long long_entry
+    .word 0x08
+.code64
+long_entry:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov rsp, {STACK_TOP}
+    mov qword ptr [tss + 4 + 0x20], {IST_STACK_TOP}  # IST1
+    lea rax, [rip + tss]             # 64-bit TSS descriptor at 0x18
+    mov word ptr [gdt + 0x18], 103
+    mov word ptr [gdt + 0x1a], ax
+    shr rax, 16
+    mov byte ptr [gdt + 0x1c], al
+    mov byte ptr [gdt + 0x1d], 0x89
+    mov byte ptr [gdt + 0x1f], ah
+    mov ax, 0x18
+    ltr ax
+    lidt [idt_ptr]
+    jmp body
+.align 8
+gdt: .quad 0, 0x00af9a000000ffff, 0x00cf92000000ffff, 0, 0
+gdt_ptr: .word 39
+    .quad gdt
+idt_ptr: .word 4095
+    .quad IDT
+.align 16
+tss: .fill 104, 1, 0
+stop:
+    HCALL {STOP}
+1:  jmp 1b
+"""
+
+
+def assemble(src: str, base: int = CODE) -> bytes:
+    with tempfile.TemporaryDirectory() as d:
+        s, o, b = (os.path.join(d, n) for n in ("g.s", "g.o", "g.bin"))
+        with open(s, "w") as f:
+            f.write(src + "\n")
+        subprocess.run(["as", "--64", "-o", o, s], check=True, capture_output=True)
+        subprocess.run(["ld", "-m", "elf_x86_64", f"-Ttext={base:#x}", "--oformat=binary",
+                        "-o", b, o], check=True, capture_output=True)
+        with open(b, "rb") as f:
+            return f.read()
+
+
+class Recorder:
+    """An ExitHandler that records everything and stops on the STOP call."""
+
+    def __init__(self):
+        self.reports: list[tuple[int, ...]] = []
+        self.calls: list[tuple[int, tuple]] = []
+        self.wrmsrs: list[tuple[int, int]] = []
+        self.io: list[tuple] = []
+        self.halts = 0
+        self.answers: dict[int, int] = {}
+        self.on_call = {}
+        self.on_halt = None
+        self.on_wrmsr = None
+
+    def hypercall(self, vcpu, nr, args):
+        self.calls.append((nr, args))
+        if nr == REPORT:
+            self.reports.append(args)
+        elif nr == STOP:
+            vcpu.request_stop()
+        if nr in self.on_call:
+            self.on_call[nr](vcpu, args)
+        return self.answers.get(nr, 0)
+
+    def wrmsr(self, vcpu, msr, value):
+        self.wrmsrs.append((msr, value))
+        if self.on_wrmsr:
+            self.on_wrmsr(vcpu, msr, value)
+
+    def io_in(self, vcpu, port, size):
+        self.io.append(("in", port, size))
+        return 0xFFFFFFFF
+
+    def io_out(self, vcpu, port, size, value):
+        self.io.append(("out", port, size, value))
+
+    def halt(self, vcpu):
+        self.halts += 1
+        if self.on_halt:
+            self.on_halt(vcpu)
+        else:
+            vcpu.request_stop()
+
+
+class Guest:
+    """One domain: a memfd of RAM mapped in the test, a machine, vCPU 0."""
+
+    def __init__(self, body: str, mem_size: int = MEM_SIZE):
+        self.fd = os.memfd_create("emu-test")
+        os.ftruncate(self.fd, mem_size)
+        self.mem = mmap.mmap(self.fd, mem_size, mmap.MAP_SHARED)
+        self.view = emu.ffi.from_buffer(self.mem)
+        code = assemble(PROLOGUE + "body:\n" + body)
+        self.mem[CODE:CODE + len(code)] = code
+        self.machine = emu.EmuAccelerator().create_machine()
+        self.machine.map_memory(0, mem_size, int(emu.ffi.cast("uintptr_t", self.view)))
+        self.vcpu = self.machine.create_vcpu(0)
+        self.vcpu.set_boot_state(BootState(CpuMode.FLAT32, CODE, {"rbx": 0x5A17}))
+        self.rec = Recorder()
+
+    def run(self) -> RunResult:
+        return self.vcpu.run(self.rec)
+
+    def close(self):
+        self.machine.close()
+        emu.ffi.release(self.view)
+        self.mem.close()
+        os.close(self.fd)
+
+
+@pytest.fixture
+def guest():
+    made = []
+
+    def make(body: str, **kw) -> Guest:
+        g = Guest(body, **kw)
+        made.append(g)
+        return g
+    yield make
+    for g in made:
+        g.close()
+
+
+def test_flat32_entry_reaches_long_mode(guest):
+    g = guest(f"""
+    mov rsi, cr0
+    mov ecx, 0xc0000080
+    rdmsr
+    mov edx, eax
+    HCALL {REPORT}
+    jmp stop
+""")
+    assert g.run() is RunResult.STOPPED
+    (ebx_at_entry, cr0, efer, *_), = g.rec.reports
+    assert ebx_at_entry == 0x5A17            # rbx from the boot state, via push/pop
+    assert cr0 & 0x80000001 == 0x80000001     # PG|PE
+    assert efer & 0x500 == 0x500              # LME|LMA
+    s = g.vcpu.get_sregs()
+    assert s.cr3 == PML4 and s.efer & 0x400 and s.cpl == 0
+
+
+def test_boot_state_registers_reach_guest(guest):
+    g = guest(f"HCALL {REPORT}\njmp stop")
+    g.vcpu.set_boot_state(BootState(CpuMode.FLAT32, CODE, {"rbx": 7, "rsi": 0x1234}))
+    g.run()
+    assert g.rec.reports[0][0] == 7  # rdi = ebx
+
+
+def test_hypercall_arguments_and_return(guest):
+    g = guest(f"""
+    mov rdi, 0x1111111111111111
+    mov rsi, 0x2222222222222222
+    mov rdx, 0x3333333333333333
+    mov r10, 0x4444444444444444
+    mov r8, 0x5555555555555555
+    mov r9, 0x6666666666666666
+    mov rax, 0xffffffff00000011      # only eax is the number
+    out HC_PORT, eax
+    mov rdi, rax
+    mov eax, 12
+    out HC_PORT, eax
+    mov rsi, rax
+    HCALL {REPORT}
+    jmp stop
+""")
+    g.rec.answers = {17: 0x123456789ABC, 12: -38}
+    assert g.run() is RunResult.STOPPED
+    nr, args = g.rec.calls[0]
+    assert nr == 17
+    assert args == (0x1111111111111111, 0x2222222222222222, 0x3333333333333333,
+                    0x4444444444444444, 0x5555555555555555, 0x6666666666666666)
+    rax17, rax12 = g.rec.reports[0][:2]
+    assert rax17 == 0x123456789ABC
+    assert rax12 == (-38) & (2**64 - 1)
+
+
+@pytest.mark.parametrize("insn", ["vmcall", "vmmcall"])
+def test_vmcall_and_vmmcall_are_hypercalls(guest, insn):
+    g = guest(f"""
+    mov eax, 29
+    mov rdi, 0xabc
+    {insn}
+    mov rdi, rax
+    HCALL {REPORT}
+    jmp stop
+""")
+    g.rec.answers = {29: 0x77}
+    assert g.run() is RunResult.STOPPED
+    assert g.rec.calls[0] == (29, (0xABC, 0, 0, 0, 0, 0))
+    assert g.rec.reports[0][0] == 0x77   # rip advanced past the 3 bytes
+
+
+def test_cpuid_xen_leaves_and_builtin(guest):
+    g = guest(f"""
+    mov eax, {XEN_CPUID_BASE}
+    cpuid
+    mov rdi, rax
+    mov rsi, rbx
+    mov r10, rdx
+    mov rdx, rcx
+    HCALL {REPORT}
+    mov eax, {XEN_CPUID_BASE + 2}
+    cpuid
+    mov rdi, rax
+    mov rsi, rbx
+    HCALL {REPORT}
+    xor eax, eax
+    cpuid
+    mov rdi, rax
+    mov rsi, rbx
+    HCALL {REPORT}
+    jmp stop
+""")
+    g.run()
+    eax, ebx, ecx, edx = g.rec.reports[0][:4]
+    assert eax == XEN_CPUID_BASE + 2
+    assert struct.pack("<III", ebx, ecx, edx) == b"XenVMMXenVMM"
+    assert g.rec.reports[1][:2] == (1, HYPERCALL_PAGE_MSR)
+    max_leaf, vendor_ebx = g.rec.reports[2][:2]
+    assert max_leaf >= 1 and vendor_ebx != 0   # unicorn's own CPU answers leaf 0
+
+
+def _stub_page(nr_stub_calls: int) -> bytes:
+    """Xen's hypercall page shape: stub i at i*32 does `mov eax, i; out; ret`."""
+    page = bytearray(b"\xcc" * 4096)
+    for i in range(128):
+        stub = b"\xb8" + struct.pack("<I", i) + bytes([0xE7, HYPERCALL_PORT]) + b"\xc3"
+        page[i * 32:i * 32 + len(stub)] = stub
+    return bytes(page)
+
+
+def test_wrmsr_hypercall_page(guest):
+    page_gpa = 0x110000
+    g = guest(f"""
+    mov eax, 0x300f                  # `0f 30` inside an immediate: no false exit
+    mov ecx, 0xc0000080              # an architectural MSR stays in the engine
+    rdmsr
+    wrmsr
+    mov ecx, {HYPERCALL_PAGE_MSR}
+    mov eax, {page_gpa}
+    xor edx, edx
+    wrmsr
+    mov rdi, 5
+    call {page_gpa} + 17 * 32        # stub 17 (xen_version)
+    mov rdi, rax
+    HCALL {REPORT}
+    jmp stop
+""")
+
+    def write_page(vcpu, msr, value):
+        gpa = value & ~0xFFF
+        g.mem[gpa:gpa + 4096] = _stub_page(128)
+        g.machine.invalidate_code(gpa, 4096)
+    g.rec.on_wrmsr = write_page
+    g.rec.answers = {17: 0x40011}
+    assert g.run() is RunResult.STOPPED
+    assert g.rec.wrmsrs == [(HYPERCALL_PAGE_MSR, page_gpa)]
+    assert g.rec.calls[0] == (17, (5, 0, 0, 0, 0, 0))
+    assert g.rec.reports[0][0] == 0x40011
+
+
+def test_invalidate_code_after_outside_write(guest):
+    """Code run once, rewritten from outside, must run in its new form."""
+    fn = 0x120000
+    g = guest(f"""
+    call {fn}
+    mov rdi, rax
+    HCALL {REPORT}
+    mov rdi, rax
+    HCALL 0x200
+    call {fn}
+    mov rdi, rax
+    HCALL {REPORT}
+    jmp stop
+""")
+    g.mem[fn:fn + 6] = b"\xb8\x01\x00\x00\x00\xc3"      # mov eax, 1; ret
+
+    def rewrite(vcpu, args):
+        g.mem[fn:fn + 6] = b"\xb8\x02\x00\x00\x00\xc3"  # mov eax, 2; ret
+        g.machine.invalidate_code(fn, 4096)
+    g.rec.on_call[0x200] = rewrite
+    g.run()
+    assert [r[0] for r in g.rec.reports] == [1, 2]
+
+
+HANDLERS = """
+ud_handler:                          # #UD: skip ud2, report vector 6 and frame
+    mov rdi, 6
+    mov rsi, [rsp]                   # rip
+    mov rdx, [rsp + 8]               # cs
+    mov r10, [rsp + 16]              # rflags
+    pushfq
+    pop r8                           # rflags inside the handler
+    HCALL 0x100
+    add qword ptr [rsp], 2
+    iretq
+pf_handler:                          # #PF: report error code and cr2, skip 8
+    mov rdi, 14
+    mov rsi, [rsp]                   # error code
+    mov rdx, cr2
+    mov r10, [rsp + 8]               # rip
+    HCALL 0x100
+    add rsp, 8
+    add qword ptr [rsp], 8
+    iretq
+bp_handler:
+    mov rdi, 3
+    mov rsi, [rsp]                   # rip after int3
+    mov rdx, [rsp + 32]              # ss
+    mov r10, [rsp + 24]              # old rsp
+    HCALL 0x100
+    iretq
+de_handler:
+    mov rdi, 0
+    mov rsi, [rsp]
+    HCALL 0x100
+    add qword ptr [rsp], 3
+    iretq
+gp_handler:
+    mov rdi, 13
+    mov rsi, [rsp]
+    HCALL 0x100
+    add rsp, 8
+    add qword ptr [rsp], 3
+    iretq
+df_handler:
+    mov rdi, 8
+    mov rsi, rsp
+    HCALL 0x100
+    jmp stop
+"""
+
+GATES = """
+    SETGATE 0, de_handler
+    SETGATE 3, bp_handler, 0xee
+    SETGATE 6, ud_handler
+    SETGATE 8, df_handler, 0x8e, 1
+    SETGATE 13, gp_handler, 0x8f
+    SETGATE 14, pf_handler
+"""
+
+
+def test_exceptions_through_guest_idt(guest):
+    g = guest(GATES + f"""
+    sti
+    ud2
+ud_after:
+    mov rbx, qword ptr [{UNMAPPED}]  # 8 bytes: 48 8b 1c 25 disp32
+    mov qword ptr [{UNMAPPED} + 8], rbx
+    int3
+bp_after:
+    jmp stop
+""" + HANDLERS)
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    (v_ud, rip_ud, cs, fl_frame, fl_in, _), pf_read, pf_write, bp = g.rec.reports
+    assert v_ud == 6 and cs == 0x08
+    assert fl_frame & 0x200 and not fl_in & 0x200   # interrupt gate clears IF
+    assert pf_read[:3] == (14, 0, UNMAPPED)          # not-present read from ring 0
+    assert pf_write[:3] == (14, 2, UNMAPPED + 8)     # write
+    assert pf_read[3] == rip_ud + 2
+    assert bp[0] == 3 and bp[1] == pf_read[3] + 16 + 1   # after the int3 byte
+    assert bp[2] == 0x10 and bp[3] == STACK_TOP           # ss and rsp in the frame
+
+
+def test_second_fault_in_a_row_is_not_double_fault(guest):
+    """Unicorn keeps QEMU's exception-in-flight marker: without the engine
+    resetting it, the second #DE/#PF arrives as #DF."""
+    g = guest(GATES + f"""
+    xor ecx, ecx
+    mov eax, 1
+    div rcx                          # 48 f7 f1
+    div rcx
+    mov rbx, qword ptr [{UNMAPPED}]
+    mov rbx, qword ptr [{UNMAPPED}]
+    mov rcx, 0x8000000000000000
+    mov rbx, qword ptr [rcx]         # non-canonical: #GP(0), 3 bytes
+    mov rbx, qword ptr [rcx]
+    jmp stop
+""" + HANDLERS)
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    vectors = [r[0] for r in g.rec.reports]
+    assert vectors == [0, 0, 14, 14, 13, 13]
+    assert g.vcpu.counters()["exceptions"] == 6
+
+
+def test_triple_fault_without_idt(guest):
+    g = guest("""
+    lidt [empty_idt]
+    ud2
+    jmp stop
+empty_idt: .word 0
+    .quad 0
+""")
+    assert g.run() is RunResult.TRIPLE_FAULT
+
+
+def test_fault_while_delivering_is_double_then_triple(guest):
+    """#PF with its gate present but a stack that is not mapped: delivery
+    faults, #DF (IST1 stack, mapped) is delivered; without a #DF gate it is
+    a triple fault."""
+    body = GATES + f"""
+    mov rsp, {UNMAPPED}
+    mov rbx, qword ptr [{UNMAPPED}]
+    jmp stop
+""" + HANDLERS
+    g = guest(body)
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    assert g.rec.reports[0][0] == 8
+    assert g.rec.reports[0][1] <= IST_STACK_TOP      # ran on IST1
+    g2 = guest(body.replace("SETGATE 8, df_handler, 0x8e, 1", ""))
+    assert g2.run() is RunResult.TRIPLE_FAULT
+
+
+def test_request_stop_from_another_thread(guest):
+    g = guest("""
+    xor ecx, ecx
+spin:
+    inc rcx
+    jmp spin
+""")
+    t = threading.Timer(0.2, g.vcpu.request_stop)
+    t.start()
+    assert g.run() is RunResult.STOPPED
+    t.join()
+    regs = g.vcpu.get_regs()
+    assert regs["rcx"] > 0
+    # the vCPU resumes where it stopped
+    before = regs["rcx"]
+    threading.Timer(0.05, g.vcpu.request_stop).start()
+    assert g.run() is RunResult.STOPPED
+    assert g.vcpu.get_regs()["rcx"] > before
+
+
+def test_interrupt_waits_for_if(guest):
+    g = guest(GATES + """
+    SETGATE 0x40, irq_handler
+    cli
+    xor r13, r13
+    HCALL 0x200                      # the core requests vector 0x40 here
+    mov rcx, 100000
+1:  dec rcx
+    jnz 1b
+    mov rdi, r13                     # still 0: IF=0 held it back
+    HCALL 0x100
+    sti
+    mov rcx, 100000
+2:  dec rcx
+    jnz 2b
+    mov rdi, r13
+    HCALL 0x100
+    jmp stop
+irq_handler:
+    inc r13
+    mov rdi, 0x40
+    pushfq
+    pop rsi
+    HCALL 0x100
+    iretq
+""" + HANDLERS)
+    g.rec.on_call[0x200] = lambda vcpu, args: vcpu.request_interrupt(0x40)
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    before, irq, after = g.rec.reports
+    assert before[0] == 0
+    assert irq[0] == 0x40 and not irq[1] & 0x200
+    assert after[0] == 1          # delivered once
+
+
+def test_interrupt_from_another_thread_while_busy(guest):
+    g = guest(GATES + """
+    SETGATE 0x41, irq_handler
+    sti
+    xor r13, r13
+1:  test r13, r13
+    jz 1b
+    mov rdi, r13
+    HCALL 0x100
+    jmp stop
+irq_handler:
+    inc r13
+    iretq
+""" + HANDLERS)
+    t = threading.Timer(0.1, g.vcpu.request_interrupt, args=(0x41,))
+    t.start()
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    t.join()
+    assert g.rec.reports[0][0] == 1
+
+
+def test_hlt_calls_halt_then_interrupt(guest):
+    g = guest(GATES + """
+    SETGATE 0x42, irq_handler
+    xor r13, r13
+    sti
+    hlt
+after_hlt:
+    lea rsi, [rip + after_hlt]
+    mov rdi, r13
+    HCALL 0x100
+    jmp stop
+irq_handler:
+    inc r13
+    mov r14, [rsp]                   # return rip
+    iretq
+""" + HANDLERS)
+    g.rec.on_halt = lambda vcpu: vcpu.request_interrupt(0x42)
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    assert g.rec.halts == 1
+    count, after_hlt = g.rec.reports[0][:2]
+    assert count == 1
+    assert g.vcpu.get_regs()["r14"] == after_hlt
+
+
+def test_memory_shared_with_another_mapping(guest):
+    g = guest(f"""
+    mov rax, qword ptr [{DATA}]
+    mov rdi, rax
+    HCALL {REPORT}
+    mov rax, 0x1122334455667788
+    mov qword ptr [{DATA} + 8], rax
+    jmp stop
+""")
+    other = mmap.mmap(g.fd, MEM_SIZE, mmap.MAP_SHARED)
+    try:
+        other[DATA:DATA + 8] = struct.pack("<Q", 0xFEEDFACE)
+        assert g.run() is RunResult.STOPPED
+        assert g.rec.reports[0][0] == 0xFEEDFACE
+        assert struct.unpack_from("<Q", other, DATA + 8)[0] == 0x1122334455667788
+    finally:
+        other.close()
+
+
+def test_port_io_reaches_handler(guest):
+    g = guest(f"""
+    in al, 0x61
+    mov rdi, rax
+    mov al, 0x5a
+    out 0x80, al
+    mov dx, 0xcf8
+    mov eax, 0x80000000
+    out dx, eax
+    HCALL {REPORT}
+    jmp stop
+""")
+    g.run()
+    assert g.rec.io == [("in", 0x61, 1), ("out", 0x80, 1, 0x5A), ("out", 0xCF8, 4, 0x80000000)]
+    assert g.rec.reports[0][0] & 0xFF == 0xFF
+
+
+def test_long64_boot_state(guest):
+    """VCPU_HVM_MODE_64B-style start: paging on with the given cr3."""
+    g = guest("")
+    entry = 0x130000
+    code = assemble(f""".intel_syntax noprefix
+.code64
+    mov rdi, rsp
+    mov rsi, cr3
+    mov eax, {REPORT}
+    out {HYPERCALL_PORT}, eax
+    mov eax, {STOP}
+    out {HYPERCALL_PORT}, eax
+1:  jmp 1b
+""", base=entry)
+    g.mem[entry:entry + len(code)] = code
+    for addr, val in ((PML4, PDPT + 3), (PDPT, PD + 3), (PD, 0x83), (PD + 8, 0x200083)):
+        struct.pack_into("<Q", g.mem, addr, val)
+    vcpu = g.machine.create_vcpu(1)
+    vcpu.set_boot_state(BootState(CpuMode.LONG64, entry, {"rsp": 0x2A0000}, cr3=PML4))
+    assert vcpu.run(g.rec) is RunResult.STOPPED, vcpu.error
+    assert g.rec.reports[0][:2] == (0x2A0000, PML4)
+    assert vcpu.get_sregs().cr0 & 0x80000000
+
+
+def test_handler_exception_propagates(guest):
+    g = guest(f"HCALL 55\njmp stop")
+
+    def boom(vcpu, args):
+        raise KeyError("broken handler")
+    g.rec.on_call[55] = boom
+    with pytest.raises(KeyError):
+        g.run()
+
+
+def test_bad_arguments_are_refused(guest):
+    g = guest("jmp stop")
+    addr = int(emu.ffi.cast("uintptr_t", g.view))
+    with pytest.raises(ValueError, match="not page aligned"):
+        g.machine.map_memory(0x1000001, 4096, addr)
+    with pytest.raises(ValueError, match="overlaps"):
+        g.machine.map_memory(0x1000, 4096, addr)
+    with pytest.raises(ValueError, match="engine page"):
+        g.machine.map_memory(emu.EMU_PRIV_GPA, 4096, addr)
+    with pytest.raises(ValueError, match="not a mapped region"):
+        g.machine.unmap_memory(0x5000, 4096)
+    with pytest.raises(ValueError):
+        g.vcpu.request_interrupt(256)
+    with pytest.raises(ValueError):
+        g.vcpu.set_regs({"eip": 1})
+    with pytest.raises(ValueError):
+        g.machine.create_vcpu(0)
+    with pytest.raises(ValueError, match="above 4 GiB"):
+        g.vcpu.set_boot_state(BootState(CpuMode.FLAT32, 1 << 32))
+    with pytest.raises(ValueError, match="cr3"):
+        g.vcpu.set_boot_state(BootState(CpuMode.LONG64, 0x1000))
+    assert g.run() is RunResult.STOPPED   # nothing was lost
+
+
+def test_unmapped_physical_access_is_an_error_not_a_crash(guest):
+    g = guest("""
+    mov rax, 0x180000000             # above RAM, mapped by no page table: #PF
+    mov cr3, rax                     # cr3 outside RAM: the next walk fails
+    nop
+    jmp stop
+""")
+    assert g.run() in (RunResult.ERROR, RunResult.TRIPLE_FAULT)
+
+
+def _fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _tasks():
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_no_fd_or_thread_leak_after_close():
+    body = "HCALL 0x100\njmp stop"
+    g = Guest(body)
+    g.run()
+    g.close()
+    fds, tasks = _fds(), _tasks()
+    for _ in range(5):
+        g = Guest(body)
+        g.machine.create_vcpu(1)
+        assert g.run() is RunResult.STOPPED
+        g.close()
+    assert _fds() == fds
+    assert _tasks() == tasks

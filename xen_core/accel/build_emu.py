@@ -1,0 +1,84 @@
+"""cffi (API mode) builder for the software-CPU engine, `xen_core.accel._emu`.
+
+Compiles emu.c against the headers and library shipped inside the unicorn
+wheel (unicorn/include, unicorn/lib/libunicorn.so.2), with an rpath to that
+folder so no system libunicorn is needed.
+"""
+import os
+
+import unicorn
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+UC_DIR = os.path.dirname(os.path.abspath(unicorn.__file__))
+UC_INC = os.path.join(UC_DIR, "include")
+UC_LIB = os.path.join(UC_DIR, "lib")
+
+CDEF = """
+#define EMU_EXIT_HYPERCALL 1
+#define EMU_EXIT_WRMSR 2
+#define EMU_EXIT_IO_IN 3
+#define EMU_EXIT_IO_OUT 4
+#define EMU_EXIT_HALT 5
+#define EMU_RUN_STOPPED 0
+#define EMU_RUN_TRIPLE_FAULT 1
+#define EMU_RUN_ERROR 2
+#define EMU_MODE_FLAT32 0
+#define EMU_MODE_LONG64 1
+#define EMU_PRIV_GPA ...
+
+struct emu_exit {
+    int kind;
+    uint32_t port;
+    uint32_t size;
+    uint32_t msr;
+    uint64_t nr;
+    uint64_t args[6];
+    uint64_t value;
+};
+struct emu_cpuid_leaf { uint32_t leaf, eax, ebx, ecx, edx; };
+struct emu_machine;
+struct emu_vcpu;
+
+int emu_calibrate(char *err, size_t errlen);
+struct emu_machine *emu_machine_new(const struct emu_cpuid_leaf *leaves, int n,
+                                    uint32_t hypercall_port);
+void emu_machine_free(struct emu_machine *m);
+struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, void *handle,
+                              char *err, size_t errlen);
+void emu_vcpu_free(struct emu_vcpu *v);
+int emu_mem_map(struct emu_vcpu *v, uint64_t gpa, uint64_t size, uint64_t host);
+int emu_mem_unmap(struct emu_vcpu *v, uint64_t gpa, uint64_t size);
+int emu_invalidate(struct emu_vcpu *v, uint64_t gpa, uint64_t size);
+int emu_set_boot(struct emu_vcpu *v, int mode, uint64_t rip, const uint64_t *regs,
+                 uint64_t cr0, uint64_t cr3, uint64_t cr4, uint64_t efer);
+int emu_run(struct emu_vcpu *v);
+void emu_request_stop(struct emu_vcpu *v);
+void emu_request_interrupt(struct emu_vcpu *v, int vector);
+int emu_get_regs(struct emu_vcpu *v, uint64_t *regs);
+int emu_set_regs(struct emu_vcpu *v, const uint64_t *regs);
+int emu_get_sregs(struct emu_vcpu *v, uint64_t *sregs);
+const char *emu_error(struct emu_vcpu *v);
+void emu_set_c_hypercalls(struct emu_vcpu *v, int on);
+uint64_t emu_counter(struct emu_vcpu *v, int which);
+double emu_bench_bare_loop(uint64_t iterations);
+
+extern "Python" int emu_py_exit(void *handle, struct emu_exit *e);
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+with open(os.path.join(HERE, "emu.c")) as f:
+    source = f.read()
+ffibuilder.set_source(
+    "xen_core.accel._emu",
+    source,
+    include_dirs=[HERE, UC_INC],
+    library_dirs=[UC_LIB],
+    extra_link_args=[os.path.join(UC_LIB, "libunicorn.so.2"),
+                     "-Wl,-rpath," + UC_LIB, "-pthread"],
+    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-unused-function"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=False)

@@ -1,0 +1,1035 @@
+/* Software CPU: one unicorn engine per vCPU, run loop and traps in C.
+ *
+ * Why C: unicorn's Python hooks cost ~0.5 us a call plus ~2 us per register
+ * access; a C hook costs tens of ns. Python is entered only through
+ * emu_py_exit() (cffi extern "Python", which takes the GIL) for work the core
+ * must do: hypercalls, port I/O, the hypercall-page MSR, hlt.
+ *
+ * Unicorn facts this file works around (see SOFTWARE-CPU-NOTES.md):
+ * - it never delivers exceptions through the guest IDT: UC_HOOK_INTR hands
+ *   us the vector and we build the frame; QEMU's "exception in flight"
+ *   (env->old_exception) is never reset by unicorn, so we reset it through a
+ *   context save/patch/restore; the error code and the int-n flag live in the
+ *   same CPU state. Their offsets are found at start-up by emu_calibrate()
+ *   (probe runs diffing context snapshots), not hard-coded.
+ * - no wrmsr hook: a block hook scans each new block for `0f 30`; a code hook
+ *   is then placed on each site (it fires only if an instruction starts there).
+ * - asynchronous stop/interrupt only at block boundaries, from the block
+ *   hook on the vCPU's own thread (never an emu_start timeout).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <unicorn/unicorn.h>
+
+#include "emu.h"
+
+/* Provided by cffi (extern "Python"). */
+static int emu_py_exit(void *handle, struct emu_exit *e);
+
+#define F_STOP 1u
+#define F_IRQ 2u
+#define F_OPS 4u
+
+#define SCAN_SLOTS 4096 /* direct-mapped cache of already scanned blocks */
+#define MAX_SITES 256
+#define MAX_OPS 64
+#define NEVER_PC 0xfff0000000000000ULL /* non-canonical: `until` never hit */
+
+#define HF_INHIBIT_IRQ (1u << 3) /* QEMU hflags: interrupt shadow (sti, mov ss) */
+#define RFLAGS_IF (1ull << 9)
+#define EFER_LMA (1ull << 10)
+#define MSR_EFER 0xC0000080u
+
+enum stop_reason { R_NONE, R_ASYNC, R_TRIPLE, R_ERROR, R_SITES };
+
+/* Offsets inside a uc_context, found by emu_calibrate(). */
+static struct {
+    int done;
+    long error_code, is_int, old_exception, hflags;
+} cal;
+
+struct mem_op {
+    int kind; /* 0 map, 1 unmap, 2 invalidate */
+    uint64_t gpa, size, host;
+};
+
+struct emu_machine {
+    struct emu_cpuid_leaf *leaves;
+    int nleaves;
+    uint32_t hc_port;
+};
+
+struct emu_vcpu {
+    uc_engine *uc;
+    struct emu_machine *m;
+    uint8_t *priv; /* this vCPU's EMU_PRIV_GPA page, host side */
+    int id;
+    void *handle;
+    uc_context *ctx;
+    _Atomic unsigned flags;
+    _Atomic uint64_t irq_bits[4];
+    uint64_t irq_defer_rip; /* interrupt shadow: let one block run first */
+    int reason;
+    int c_hypercalls; /* benchmark: answer hypercalls in C, no Python */
+    int in_run;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    struct mem_op ops[MAX_OPS];
+    int nops, ops_overflow;
+    uint64_t scanned[SCAN_SLOTS];
+    uint64_t sites[MAX_SITES];
+    int nsites, nsites_hooked;
+    uint64_t counters[8];
+    struct emu_exit exit;
+    char err[256];
+};
+
+enum { C_HYPERCALLS, C_SCANS, C_SITES, C_EXCEPTIONS, C_IRQS, C_BLOCK_STOPS };
+
+static void set_err(struct emu_vcpu *v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void set_err(struct emu_vcpu *v, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->err, sizeof(v->err), fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t rreg(uc_engine *uc, int r)
+{
+    uint64_t x = 0;
+    uc_reg_read(uc, r, &x);
+    return x;
+}
+
+static void wreg(uc_engine *uc, int r, uint64_t x) { uc_reg_write(uc, r, &x); }
+
+static uint64_t rd_msr(uc_engine *uc, uint32_t msr)
+{
+    uc_x86_msr m = {.rid = msr};
+    uc_reg_read(uc, UC_X86_REG_MSR, &m);
+    return m.value;
+}
+
+static void wr_msr(uc_engine *uc, uint32_t msr, uint64_t val)
+{
+    uc_x86_msr m = {.rid = msr, .value = val};
+    uc_reg_write(uc, UC_X86_REG_MSR, &m);
+}
+
+/* ---------------------------------------------------------------- Python */
+
+static int call_python(struct emu_vcpu *v, uc_engine *uc)
+{
+    if (emu_py_exit(v->handle, &v->exit) != 0) {
+        set_err(v, "exit handler raised (kind %d)", v->exit.kind);
+        v->reason = R_ERROR;
+        if (uc)
+            uc_emu_stop(uc);
+        return -1;
+    }
+    if (uc && (atomic_load_explicit(&v->flags, memory_order_relaxed) & (F_STOP | F_OPS))) {
+        v->reason = R_ASYNC; /* the handler asked to stop: end of this block */
+        uc_emu_stop(uc);
+    }
+    return 0;
+}
+
+static const int hc_regs[7] = {UC_X86_REG_RAX, UC_X86_REG_RDI, UC_X86_REG_RSI,
+                               UC_X86_REG_RDX, UC_X86_REG_R10, UC_X86_REG_R8,
+                               UC_X86_REG_R9};
+
+/* Hypercall: number in eax, arguments rdi rsi rdx r10 r8 r9, result in rax. */
+static void do_hypercall(struct emu_vcpu *v, uc_engine *uc)
+{
+    uint64_t vals[7];
+    void *ptrs[7];
+    for (int i = 0; i < 7; i++)
+        ptrs[i] = &vals[i];
+    uc_reg_read_batch(uc, (int *)hc_regs, ptrs, 7);
+    v->counters[C_HYPERCALLS]++;
+    if (v->c_hypercalls) {
+        wreg(uc, UC_X86_REG_RAX, 0);
+        return;
+    }
+    v->exit.kind = EMU_EXIT_HYPERCALL;
+    v->exit.nr = vals[0] & 0xffffffffu;
+    memcpy(v->exit.args, &vals[1], sizeof(v->exit.args));
+    v->exit.value = 0;
+    if (call_python(v, uc) == 0)
+        wreg(uc, UC_X86_REG_RAX, v->exit.value);
+}
+
+static void hook_out(uc_engine *uc, uint32_t port, int size, uint32_t value, void *ud)
+{
+    struct emu_vcpu *v = ud;
+    if (port == v->m->hc_port) {
+        do_hypercall(v, uc);
+        return;
+    }
+    v->exit.kind = EMU_EXIT_IO_OUT;
+    v->exit.port = port;
+    v->exit.size = size;
+    v->exit.value = value;
+    call_python(v, uc);
+}
+
+static uint32_t hook_in(uc_engine *uc, uint32_t port, int size, void *ud)
+{
+    struct emu_vcpu *v = ud;
+    v->exit.kind = EMU_EXIT_IO_IN;
+    v->exit.port = port;
+    v->exit.size = size;
+    v->exit.value = 0xffffffffu;
+    if (call_python(v, uc) != 0)
+        return 0xffffffffu;
+    return (uint32_t)v->exit.value;
+}
+
+static int hook_cpuid(uc_engine *uc, void *ud)
+{
+    struct emu_vcpu *v = ud;
+    uint32_t leaf = (uint32_t)rreg(uc, UC_X86_REG_RAX);
+    for (int i = 0; i < v->m->nleaves; i++) {
+        struct emu_cpuid_leaf *l = &v->m->leaves[i];
+        if (l->leaf == leaf) {
+            wreg(uc, UC_X86_REG_RAX, l->eax);
+            wreg(uc, UC_X86_REG_RBX, l->ebx);
+            wreg(uc, UC_X86_REG_RCX, l->ecx);
+            wreg(uc, UC_X86_REG_RDX, l->edx);
+            return 1; /* skip unicorn's own answer */
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------ event delivery */
+
+/* Reset QEMU's exception-in-flight marker (and read the fault's error code
+ * and int-n flag) through a context snapshot. */
+static void ctx_peek(struct emu_vcpu *v, int *err_code, int *is_int)
+{
+    uc_context_save(v->uc, v->ctx);
+    *err_code = *(int32_t *)((char *)v->ctx + cal.error_code);
+    *is_int = *(int32_t *)((char *)v->ctx + cal.is_int);
+}
+
+static void ctx_clear_in_flight(struct emu_vcpu *v)
+{
+    uc_context_save(v->uc, v->ctx);
+    int32_t *p = (int32_t *)((char *)v->ctx + cal.old_exception);
+    if (*p != -1) {
+        *p = -1;
+        uc_context_restore(v->uc, v->ctx);
+    }
+}
+
+static bool irq_inhibited(struct emu_vcpu *v)
+{
+    uc_context_save(v->uc, v->ctx);
+    return *(uint32_t *)((char *)v->ctx + cal.hflags) & HF_INHIBIT_IRQ;
+}
+
+static bool vector_has_error_code(int vec)
+{
+    return vec == 8 || (vec >= 10 && vec <= 14) || vec == 17 || vec == 21 ||
+           vec == 29 || vec == 30;
+}
+
+/* Deliver one event through the 64-bit IDT as the CPU would (Intel SDM
+ * vol. 3 6.14): gate, optional IST stack, 16-byte aligned frame SS RSP
+ * RFLAGS CS RIP [error], IF cleared for interrupt gates.
+ * Returns 0, or -1 when delivery itself faults (the caller escalates). */
+static int deliver64(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bool soft)
+{
+    uc_engine *uc = v->uc;
+    uc_x86_mmr idtr = {0}, tr = {0};
+    uc_reg_read(uc, UC_X86_REG_IDTR, &idtr);
+    if ((uint64_t)vec * 16 + 15 > idtr.limit)
+        return -1;
+    uint8_t g[16];
+    if (uc_vmem_read(uc, idtr.base + vec * 16, UC_PROT_READ, g, 16) != UC_ERR_OK)
+        return -1;
+    uint16_t sel = g[2] | g[3] << 8;
+    int ist = g[4] & 7, type = g[5] & 0xf, dpl = (g[5] >> 5) & 3, present = g[5] >> 7;
+    uint64_t target = (uint64_t)(g[0] | g[1] << 8) | (uint64_t)(g[6] | g[7] << 8) << 16 |
+                      (uint64_t)(g[8] | g[9] << 8 | g[10] << 16 | (uint32_t)g[11] << 24) << 32;
+    if (!present || (type != 0xe && type != 0xf))
+        return -1;
+    uint64_t cs = rreg(uc, UC_X86_REG_CS), ss = rreg(uc, UC_X86_REG_SS);
+    int cpl = cs & 3;
+    if (soft && dpl < cpl)
+        return -1;
+    if ((sel & 3) != cpl) {
+        /* Changing privilege needs the hidden CS/SS parts, which unicorn's
+         * API cannot load in 64-bit mode. */
+        set_err(v, "event %d: privilege change %d->%d not supported", vec, cpl, sel & 3);
+        return -2;
+    }
+    uint64_t rsp = rreg(uc, UC_X86_REG_RSP), rip = rreg(uc, UC_X86_REG_RIP);
+    uint64_t rflags = rreg(uc, UC_X86_REG_RFLAGS);
+    uint64_t new_rsp = rsp;
+    if (ist) {
+        uc_reg_read(uc, UC_X86_REG_TR, &tr);
+        if (0x24u + ist * 8 + 7 > tr.limit)
+            return -1;
+        if (uc_vmem_read(uc, tr.base + 0x24 + (ist - 1) * 8, UC_PROT_READ, &new_rsp, 8))
+            return -1;
+    }
+    new_rsp &= ~0xfull;
+    uint64_t frame[6];
+    int n = 0;
+    if (has_err)
+        frame[n++] = err;
+    frame[n++] = rip;
+    frame[n++] = cs;
+    frame[n++] = rflags;
+    frame[n++] = rsp;
+    frame[n++] = ss;
+    new_rsp -= n * 8;
+    if (uc_vmem_write(uc, new_rsp, UC_PROT_WRITE, frame, n * 8) != UC_ERR_OK)
+        return -1;
+    rflags &= ~((1ull << 8) | (1ull << 14) | (1ull << 16) | (1ull << 17)); /* TF NT RF VM */
+    if (type == 0xe)
+        rflags &= ~RFLAGS_IF;
+    wreg(uc, UC_X86_REG_RSP, new_rsp);
+    wreg(uc, UC_X86_REG_RFLAGS, rflags);
+    if (sel != cs)
+        wreg(uc, UC_X86_REG_CS, sel);
+    wreg(uc, UC_X86_REG_RIP, target);
+    return 0;
+}
+
+/* Deliver with x86's escalation: a fault while delivering becomes #DF, a
+ * fault while delivering #DF is a triple fault (shutdown). */
+static int raise_event(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bool soft)
+{
+    bool long_mode = rd_msr(v->uc, MSR_EFER) & EFER_LMA;
+    int r = -1;
+    if (long_mode)
+        r = deliver64(v, vec, has_err, err, soft);
+    else {
+        /* Legacy-mode IDTs are not implemented; an empty one (PVH entry
+         * before the guest loads its own) faults like hardware. */
+        uc_x86_mmr idtr = {0};
+        uc_reg_read(v->uc, UC_X86_REG_IDTR, &idtr);
+        if (idtr.limit != 0 && (uint64_t)vec * 8 + 7 <= idtr.limit) {
+            set_err(v, "event %d in legacy protected mode: not supported", vec);
+            r = -2;
+        }
+    }
+    if (r == -1 && vec != 8) {
+        if (long_mode)
+            r = deliver64(v, 8, true, 0, false);
+    }
+    if (r == 0)
+        return 0;
+    v->reason = r == -2 ? R_ERROR : R_TRIPLE;
+    if (r != -2)
+        set_err(v, "triple fault delivering vector %d", vec);
+    return -1;
+}
+
+static void hook_intr(uc_engine *uc, uint32_t intno, void *ud)
+{
+    struct emu_vcpu *v = ud;
+    int err = 0, is_int = 0;
+    ctx_peek(v, &err, &is_int);
+    bool soft = is_int != 0;
+    bool has_err = !soft && vector_has_error_code(intno);
+    v->counters[C_EXCEPTIONS]++;
+    if (raise_event(v, intno, has_err, (uint32_t)err, soft) != 0)
+        uc_emu_stop(uc);
+    ctx_clear_in_flight(v);
+}
+
+/* vmcall (0f 01 c1) / vmmcall (0f 01 d9) are hypercalls (Linux uses them
+ * directly); any other invalid opcode is #UD through the guest IDT. */
+static bool hook_invalid(uc_engine *uc, void *ud)
+{
+    struct emu_vcpu *v = ud;
+    uint64_t rip = rreg(uc, UC_X86_REG_RIP);
+    uint8_t b[3] = {0};
+    if (uc_vmem_read(uc, rip, UC_PROT_EXEC, b, 3) == UC_ERR_OK && b[0] == 0x0f &&
+        b[1] == 0x01 && (b[2] == 0xc1 || b[2] == 0xd9)) {
+        do_hypercall(v, uc);
+        if (v->reason != R_ERROR)
+            wreg(uc, UC_X86_REG_RIP, rip + 3);
+        return v->reason != R_ERROR;
+    }
+    v->counters[C_EXCEPTIONS]++;
+    if (raise_event(v, 6, false, 0, false) != 0) {
+        uc_emu_stop(uc);
+        ctx_clear_in_flight(v);
+        return true;
+    }
+    ctx_clear_in_flight(v);
+    return true;
+}
+
+/* ------------------------------------------------------------- wrmsr */
+
+static void hook_wrmsr_site(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
+{
+    struct emu_vcpu *v = ud;
+    uint8_t b[2];
+    if (size != 2 || uc_vmem_read(uc, addr, UC_PROT_EXEC, b, 2) || b[0] != 0x0f || b[1] != 0x30)
+        return;
+    uint32_t msr = (uint32_t)rreg(uc, UC_X86_REG_RCX);
+    /* Forward the hypervisor MSR range (Xen's hypercall-page MSR is at
+     * 0x40000000 or 0x40000200); unicorn keeps the architectural ones. */
+    if (msr < 0x40000000u || msr > 0x400001ffu)
+        return;
+    v->exit.kind = EMU_EXIT_WRMSR;
+    v->exit.msr = msr;
+    v->exit.value = (rreg(uc, UC_X86_REG_RDX) << 32) | (uint32_t)rreg(uc, UC_X86_REG_RAX);
+    call_python(v, uc);
+}
+
+static inline unsigned scan_slot(uint64_t a) { return (a ^ (a >> 12)) & (SCAN_SLOTS - 1); }
+
+static void scan_block(struct emu_vcpu *v, uc_engine *uc, uint64_t addr, uint32_t size)
+{
+    uint8_t buf[4096];
+    v->scanned[scan_slot(addr)] = addr;
+    v->counters[C_SCANS]++;
+    if (size < 2 || size > sizeof(buf) || uc_vmem_read(uc, addr, UC_PROT_EXEC, buf, size))
+        return;
+    bool found = false;
+    for (uint32_t i = 0; i + 1 < size; i++) {
+        if (buf[i] != 0x0f || buf[i + 1] != 0x30)
+            continue;
+        uint64_t site = addr + i;
+        bool known = false;
+        for (int k = 0; k < v->nsites; k++)
+            known |= v->sites[k] == site;
+        if (!known && v->nsites < MAX_SITES) {
+            v->sites[v->nsites++] = site;
+            found = true;
+        }
+    }
+    if (found) {
+        /* The code hook must be compiled into this block: stop before it
+         * runs, hook, drop the translation, restart here. */
+        v->reason = R_SITES;
+        uc_emu_stop(uc);
+    }
+}
+
+static int hook_sites(struct emu_vcpu *v)
+{
+    for (; v->nsites_hooked < v->nsites; v->nsites_hooked++) {
+        uint64_t s = v->sites[v->nsites_hooked];
+        uc_hook hh;
+        if (uc_hook_add(v->uc, &hh, UC_HOOK_CODE, hook_wrmsr_site, v, s, s) != UC_ERR_OK)
+            return -1;
+        uc_ctl_remove_cache(v->uc, s, s + 2);
+        v->counters[C_SITES]++;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- blocks */
+
+static bool irq_pending(struct emu_vcpu *v)
+{
+    for (int i = 0; i < 4; i++)
+        if (atomic_load_explicit(&v->irq_bits[i], memory_order_relaxed))
+            return true;
+    return false;
+}
+
+static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
+{
+    struct emu_vcpu *v = ud;
+    unsigned f = atomic_load_explicit(&v->flags, memory_order_relaxed);
+    if (__builtin_expect(f != 0, 0)) {
+        if (f & (F_STOP | F_OPS)) {
+            v->reason = R_ASYNC;
+            v->counters[C_BLOCK_STOPS]++;
+            uc_emu_stop(uc);
+            return;
+        }
+        if (addr == v->irq_defer_rip)
+            v->irq_defer_rip = ~0ull;
+        else if (rreg(uc, UC_X86_REG_RFLAGS) & RFLAGS_IF) {
+            v->reason = R_ASYNC;
+            v->counters[C_BLOCK_STOPS]++;
+            uc_emu_stop(uc);
+            return;
+        }
+    }
+    if (__builtin_expect(v->scanned[scan_slot(addr)] != addr, 0))
+        scan_block(v, uc, addr, size);
+}
+
+/* --------------------------------------------------------- run loop */
+
+static void apply_op(struct emu_vcpu *v, struct mem_op *op)
+{
+    switch (op->kind) {
+    case 0:
+        uc_mem_map_ptr(v->uc, op->gpa, op->size, UC_PROT_ALL, (void *)(uintptr_t)op->host);
+        break;
+    case 1:
+        uc_mem_unmap(v->uc, op->gpa, op->size);
+        break;
+    case 2:
+        uc_ctl_remove_cache(v->uc, op->gpa, op->gpa + op->size);
+        break;
+    }
+}
+
+static void drain_ops(struct emu_vcpu *v)
+{
+    pthread_mutex_lock(&v->mu);
+    for (int i = 0; i < v->nops; i++)
+        apply_op(v, &v->ops[i]);
+    if (v->ops_overflow)
+        uc_ctl_flush_tb(v->uc);
+    v->nops = 0;
+    v->ops_overflow = 0;
+    atomic_fetch_and(&v->flags, ~F_OPS);
+    pthread_mutex_unlock(&v->mu);
+}
+
+/* Apply now when the vCPU is idle or this is its own thread (inside a
+ * callback); otherwise queue for its next block boundary. */
+static int mem_op(struct emu_vcpu *v, int kind, uint64_t gpa, uint64_t size, uint64_t host)
+{
+    struct mem_op op = {kind, gpa, size, host};
+    int rc = 0;
+    pthread_mutex_lock(&v->mu);
+    if (!v->in_run || pthread_equal(v->thread, pthread_self())) {
+        if (kind == 0)
+            rc = uc_mem_map_ptr(v->uc, gpa, size, UC_PROT_ALL, (void *)(uintptr_t)host);
+        else if (kind == 1)
+            rc = uc_mem_unmap(v->uc, gpa, size);
+        else
+            rc = uc_ctl_remove_cache(v->uc, gpa, gpa + size);
+    } else if (v->nops < MAX_OPS) {
+        v->ops[v->nops++] = op;
+        atomic_fetch_or(&v->flags, F_OPS);
+    } else if (kind == 2) {
+        v->ops_overflow = 1;
+        atomic_fetch_or(&v->flags, F_OPS);
+    } else {
+        rc = UC_ERR_NOMEM;
+    }
+    pthread_mutex_unlock(&v->mu);
+    return rc;
+}
+
+int emu_mem_map(struct emu_vcpu *v, uint64_t gpa, uint64_t size, uint64_t host)
+{
+    return mem_op(v, 0, gpa, size, host);
+}
+
+int emu_mem_unmap(struct emu_vcpu *v, uint64_t gpa, uint64_t size)
+{
+    return mem_op(v, 1, gpa, size, 0);
+}
+
+int emu_invalidate(struct emu_vcpu *v, uint64_t gpa, uint64_t size)
+{
+    return mem_op(v, 2, gpa, size, 0);
+}
+
+static int take_irq(struct emu_vcpu *v)
+{
+    for (int i = 3; i >= 0; i--) {
+        uint64_t b = atomic_load(&v->irq_bits[i]);
+        if (b) {
+            int bit = 63 - __builtin_clzll(b);
+            atomic_fetch_and(&v->irq_bits[i], ~(1ull << bit));
+            return i * 64 + bit;
+        }
+    }
+    return -1;
+}
+
+static void refresh_irq_flag(struct emu_vcpu *v)
+{
+    if (!irq_pending(v))
+        atomic_fetch_and(&v->flags, ~F_IRQ);
+}
+
+/* Deliver the highest pending vector if the guest accepts interrupts now.
+ * Returns -1 on a triple fault / error. */
+static int maybe_deliver_irq(struct emu_vcpu *v, uint64_t rip)
+{
+    if (!irq_pending(v) || !(rreg(v->uc, UC_X86_REG_RFLAGS) & RFLAGS_IF))
+        return 0;
+    if (irq_inhibited(v)) {
+        v->irq_defer_rip = rip;
+        return 0;
+    }
+    int vec = take_irq(v);
+    refresh_irq_flag(v);
+    if (vec < 0)
+        return 0;
+    v->counters[C_IRQS]++;
+    int r = raise_event(v, vec, false, 0, false);
+    ctx_clear_in_flight(v);
+    return r;
+}
+
+static bool stopped_at_hlt(struct emu_vcpu *v)
+{
+    uint64_t rip = rreg(v->uc, UC_X86_REG_RIP);
+    uint8_t b = 0;
+    return rip && uc_vmem_read(v->uc, rip - 1, UC_PROT_EXEC, &b, 1) == UC_ERR_OK && b == 0xf4;
+}
+
+int emu_run(struct emu_vcpu *v)
+{
+    pthread_mutex_lock(&v->mu);
+    v->in_run = 1;
+    v->thread = pthread_self();
+    pthread_mutex_unlock(&v->mu);
+    int result;
+    v->err[0] = 0;
+    for (;;) {
+        if (atomic_load(&v->flags) & F_OPS)
+            drain_ops(v);
+        if (atomic_load(&v->flags) & F_STOP) {
+            atomic_fetch_and(&v->flags, ~F_STOP);
+            result = EMU_RUN_STOPPED;
+            break;
+        }
+        if (hook_sites(v) != 0) {
+            set_err(v, "cannot hook wrmsr site");
+            result = EMU_RUN_ERROR;
+            break;
+        }
+        uint64_t rip = rreg(v->uc, UC_X86_REG_RIP);
+        v->reason = R_NONE;
+        if (maybe_deliver_irq(v, rip) != 0) {
+            result = v->reason == R_TRIPLE ? EMU_RUN_TRIPLE_FAULT : EMU_RUN_ERROR;
+            break;
+        }
+        rip = rreg(v->uc, UC_X86_REG_RIP);
+        uc_err e = uc_emu_start(v->uc, rip, NEVER_PC, 0, 0);
+        if (v->reason == R_TRIPLE) {
+            result = EMU_RUN_TRIPLE_FAULT;
+            break;
+        }
+        if (v->reason == R_ERROR) {
+            result = EMU_RUN_ERROR;
+            break;
+        }
+        if (e != UC_ERR_OK) {
+            set_err(v, "unicorn: %s at rip %#llx", uc_strerror(e),
+                    (unsigned long long)rreg(v->uc, UC_X86_REG_RIP));
+            result = EMU_RUN_ERROR;
+            break;
+        }
+        if (v->reason != R_NONE)
+            continue; /* block-boundary stop: loop top handles it */
+        if (!stopped_at_hlt(v)) {
+            set_err(v, "emulation ended at rip %#llx (not hlt)",
+                    (unsigned long long)rreg(v->uc, UC_X86_REG_RIP));
+            result = EMU_RUN_ERROR;
+            break;
+        }
+        /* hlt: wait in the core unless an interrupt is already deliverable. */
+        if (!(irq_pending(v) && (rreg(v->uc, UC_X86_REG_RFLAGS) & RFLAGS_IF))) {
+            v->exit.kind = EMU_EXIT_HALT;
+            if (call_python(v, NULL) != 0) {
+                result = EMU_RUN_ERROR;
+                break;
+            }
+        }
+    }
+    pthread_mutex_lock(&v->mu);
+    v->in_run = 0;
+    pthread_mutex_unlock(&v->mu);
+    return result;
+}
+
+void emu_request_stop(struct emu_vcpu *v) { atomic_fetch_or(&v->flags, F_STOP); }
+
+void emu_request_interrupt(struct emu_vcpu *v, int vector)
+{
+    if (vector < 0 || vector > 255)
+        return;
+    atomic_fetch_or(&v->irq_bits[vector / 64], 1ull << (vector % 64));
+    atomic_fetch_or(&v->flags, F_IRQ);
+}
+
+/* -------------------------------------------------------- registers */
+
+static const int gregs[18] = {
+    UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX, UC_X86_REG_RSI,
+    UC_X86_REG_RDI, UC_X86_REG_RSP, UC_X86_REG_RBP, UC_X86_REG_R8,  UC_X86_REG_R9,
+    UC_X86_REG_R10, UC_X86_REG_R11, UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14,
+    UC_X86_REG_R15, UC_X86_REG_RIP, UC_X86_REG_RFLAGS};
+
+int emu_get_regs(struct emu_vcpu *v, uint64_t *regs)
+{
+    void *p[18];
+    for (int i = 0; i < 18; i++)
+        p[i] = &regs[i];
+    return uc_reg_read_batch(v->uc, (int *)gregs, p, 18);
+}
+
+int emu_set_regs(struct emu_vcpu *v, const uint64_t *regs)
+{
+    void *p[18];
+    for (int i = 0; i < 18; i++)
+        p[i] = (void *)&regs[i];
+    return uc_reg_write_batch(v->uc, (int *)gregs, p, 18);
+}
+
+int emu_get_sregs(struct emu_vcpu *v, uint64_t *s)
+{
+    s[0] = rreg(v->uc, UC_X86_REG_CR0);
+    s[1] = rreg(v->uc, UC_X86_REG_CR2);
+    s[2] = rreg(v->uc, UC_X86_REG_CR3);
+    s[3] = rreg(v->uc, UC_X86_REG_CR4);
+    s[4] = rd_msr(v->uc, MSR_EFER);
+    s[5] = rreg(v->uc, UC_X86_REG_CS) & 3;
+    return 0;
+}
+
+const char *emu_error(struct emu_vcpu *v) { return v->err; }
+
+void emu_set_c_hypercalls(struct emu_vcpu *v, int on) { v->c_hypercalls = on; }
+
+uint64_t emu_counter(struct emu_vcpu *v, int which)
+{
+    return which >= 0 && which < 8 ? v->counters[which] : 0;
+}
+
+/* ---------------------------------------------------- boot trampoline */
+
+/* Layout of the private page (one per vCPU: each engine maps its own). */
+#define P_GDTR 0x00 /* 6-byte pseudo-descriptor (limit, base) */
+#define P_DSEL 0x08 /* data selector word for `mov sreg, m16` */
+#define P_JMP 0x0c  /* far pointer to the entry (offset32, sel16) */
+#define P_GDT 0x20
+#define P_CODE32 0x100
+
+static const uint64_t gdt[] = {
+    0,
+    0x00cf9b000000ffffull, /* 0x08: 32-bit flat code */
+    0x00cf93000000ffffull, /* 0x10: flat data */
+    0x00af9b000000ffffull, /* 0x18: 64-bit code */
+};
+
+static void put32(uint8_t *p, uint32_t x) { memcpy(p, &x, 4); }
+
+/* 32-bit code that touches no general register (the guest's ebx etc. are
+ * already set): lgdt; ljmp 0x08:1f; 1: mov ds/es/ss/fs/gs, [dsel];
+ * ljmp *[entry]. Loading the selectors for real fills the hidden parts,
+ * which unicorn's register API does not. */
+static void build_priv_page(uint8_t *pg)
+{
+    uint32_t base = (uint32_t)EMU_PRIV_GPA;
+    memset(pg, 0xf4, 4096); /* hlt anywhere else */
+    uint16_t lim = sizeof(gdt) - 1, dsel = 0x10;
+    memcpy(pg + P_GDTR, &lim, 2);
+    put32(pg + P_GDTR + 2, base + P_GDT);
+    memcpy(pg + P_DSEL, &dsel, 2);
+    memcpy(pg + P_GDT, gdt, sizeof(gdt));
+    uint8_t *c = pg + P_CODE32;
+    int n = 0;
+    c[n++] = 0x0f; c[n++] = 0x01; c[n++] = 0x15; put32(c + n, base + P_GDTR); n += 4;
+    c[n++] = 0xea; put32(c + n, base + P_CODE32 + n + 6); n += 4; c[n++] = 0x08; c[n++] = 0x00;
+    static const uint8_t sregs[] = {0x1d, 0x05, 0x15, 0x25, 0x2d}; /* ds es ss fs gs */
+    for (unsigned i = 0; i < sizeof(sregs); i++) {
+        c[n++] = 0x8e; c[n++] = sregs[i]; put32(c + n, base + P_DSEL); n += 4;
+    }
+    c[n++] = 0xff; c[n++] = 0x2d; put32(c + n, base + P_JMP); n += 4;
+}
+
+static uint64_t tramp_for(struct emu_vcpu *v, uint32_t entry)
+{
+    uint16_t sel = 0x08;
+    put32(v->priv + P_JMP, entry);
+    memcpy(v->priv + P_JMP + 4, &sel, 2);
+    return EMU_PRIV_GPA + P_CODE32;
+}
+
+/* Leave unicorn's reset state (long mode, paging off) for 32-bit protected
+ * mode: the only way found is PAE+PG on, then PG off (clears LMA). */
+static void leave_long_mode(uc_engine *uc)
+{
+    wreg(uc, UC_X86_REG_CR4, rreg(uc, UC_X86_REG_CR4) | (1u << 5));
+    wreg(uc, UC_X86_REG_CR0, rreg(uc, UC_X86_REG_CR0) | (1u << 31) | 1);
+    wreg(uc, UC_X86_REG_CR0, 0x11); /* PE|ET */
+    wr_msr(uc, MSR_EFER, 0);
+    wreg(uc, UC_X86_REG_CR4, 0);
+    wreg(uc, UC_X86_REG_CR3, 0);
+}
+
+int emu_set_boot(struct emu_vcpu *v, int mode, uint64_t rip, const uint64_t *regs,
+                 uint64_t cr0, uint64_t cr3, uint64_t cr4, uint64_t efer)
+{
+    uc_engine *uc = v->uc;
+    int rc = emu_set_regs(v, regs);
+    if (rc)
+        return rc;
+    if (mode == EMU_MODE_FLAT32) {
+        if (rip > 0xffffffffull)
+            return UC_ERR_ARG;
+        leave_long_mode(uc);
+        if (cr0 != 0x11)
+            wreg(uc, UC_X86_REG_CR0, cr0);
+        wreg(uc, UC_X86_REG_RIP, tramp_for(v, (uint32_t)rip));
+    } else {
+        /* VCPU_HVM_MODE_64B: the reset state already has a flat 64-bit CS. */
+        wreg(uc, UC_X86_REG_CR3, cr3);
+        wreg(uc, UC_X86_REG_CR4, cr4);
+        wr_msr(uc, MSR_EFER, efer);
+        wreg(uc, UC_X86_REG_CR0, cr0);
+        wreg(uc, UC_X86_REG_RIP, rip);
+    }
+    uc_ctl_flush_tb(uc);
+    return 0;
+}
+
+/* ------------------------------------------------------ lifecycle */
+
+struct emu_machine *emu_machine_new(const struct emu_cpuid_leaf *leaves, int n,
+                                    uint32_t hypercall_port)
+{
+    struct emu_machine *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->leaves = calloc(n ? n : 1, sizeof(*leaves));
+    memcpy(m->leaves, leaves, n * sizeof(*leaves));
+    m->nleaves = n;
+    m->hc_port = hypercall_port;
+    return m;
+}
+
+void emu_machine_free(struct emu_machine *m)
+{
+    if (!m)
+        return;
+    free(m->leaves);
+    free(m);
+}
+
+static int add_hooks(struct emu_vcpu *v)
+{
+    uc_hook h;
+    uc_engine *uc = v->uc;
+    if (uc_hook_add(uc, &h, UC_HOOK_INSN, hook_out, v, 1, 0, UC_X86_INS_OUT) ||
+        uc_hook_add(uc, &h, UC_HOOK_INSN, hook_in, v, 1, 0, UC_X86_INS_IN) ||
+        uc_hook_add(uc, &h, UC_HOOK_INSN, hook_cpuid, v, 1, 0, UC_X86_INS_CPUID) ||
+        uc_hook_add(uc, &h, UC_HOOK_INSN_INVALID, hook_invalid, v, 1, 0) ||
+        uc_hook_add(uc, &h, UC_HOOK_INTR, hook_intr, v, 1, 0) ||
+        uc_hook_add(uc, &h, UC_HOOK_BLOCK, hook_block, v, 1, 0))
+        return -1;
+    return 0;
+}
+
+struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, void *handle, char *err,
+                              size_t errlen)
+{
+    if (!cal.done) {
+        snprintf(err, errlen, "emu_calibrate() has not succeeded");
+        return NULL;
+    }
+    struct emu_vcpu *v = calloc(1, sizeof(*v));
+    if (!v) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    v->m = m;
+    v->id = id;
+    v->handle = handle;
+    v->irq_defer_rip = ~0ull;
+    memset(v->scanned, 0xff, sizeof(v->scanned));
+    pthread_mutex_init(&v->mu, NULL);
+    if (posix_memalign((void **)&v->priv, 4096, 4096) != 0) {
+        snprintf(err, errlen, "out of memory");
+        free(v);
+        return NULL;
+    }
+    build_priv_page(v->priv);
+    uc_err e = uc_open(UC_ARCH_X86, UC_MODE_64, &v->uc);
+    if (e == UC_ERR_OK)
+        e = uc_context_alloc(v->uc, &v->ctx);
+    if (e == UC_ERR_OK)
+        e = uc_mem_map_ptr(v->uc, EMU_PRIV_GPA, 4096, UC_PROT_READ | UC_PROT_EXEC, v->priv);
+    if (e == UC_ERR_OK && add_hooks(v) != 0)
+        e = UC_ERR_HOOK;
+    if (e != UC_ERR_OK) {
+        snprintf(err, errlen, "unicorn: %s", uc_strerror(e));
+        emu_vcpu_free(v);
+        return NULL;
+    }
+    return v;
+}
+
+void emu_vcpu_free(struct emu_vcpu *v)
+{
+    if (!v)
+        return;
+    if (v->ctx)
+        uc_context_free(v->ctx);
+    if (v->uc)
+        uc_close(v->uc);
+    pthread_mutex_destroy(&v->mu);
+    free(v->priv);
+    free(v);
+}
+
+/* ------------------------------------------------------ calibration */
+
+struct probe {
+    uc_context *snap;
+    uc_context *snap2;
+    uint64_t want_block, want_block2;
+    int got;
+};
+
+static void probe_intr(uc_engine *uc, uint32_t intno, void *ud)
+{
+    struct probe *p = ud;
+    uc_context_save(uc, p->snap);
+    p->got = (int)intno;
+    uc_emu_stop(uc);
+}
+
+static void probe_block(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
+{
+    struct probe *p = ud;
+    if (addr == p->want_block)
+        uc_context_save(uc, p->snap);
+    if (addr == p->want_block2)
+        uc_context_save(uc, p->snap2);
+}
+
+static int32_t at32(uc_context *c, long off) { return *(int32_t *)((char *)c + off); }
+
+/* Find where this unicorn build keeps error_code, exception_is_int,
+ * old_exception and hflags inside a saved context, by diffing snapshots of
+ * probe runs: #GP(0x1238) from loading a bad selector, int3, and the block
+ * after `sti` (interrupt shadow). */
+int emu_calibrate(char *err, size_t errlen)
+{
+    if (cal.done)
+        return 0;
+    uc_engine *uc = NULL;
+    struct probe p = {0};
+    uc_context *reset = NULL, *gp = NULL, *i3 = NULL;
+    int rc = -1;
+    uc_hook h1, h2;
+    if (uc_open(UC_ARCH_X86, UC_MODE_64, &uc) != UC_ERR_OK) {
+        snprintf(err, errlen, "uc_open failed");
+        return -1;
+    }
+    size_t size = uc_context_size(uc);
+    uc_mem_map(uc, 0, 0x10000, UC_PROT_ALL);
+    uc_context_alloc(uc, &reset);
+    uc_context_alloc(uc, &gp);
+    uc_context_alloc(uc, &i3);
+    uc_context_alloc(uc, &p.snap2);
+    uc_hook_add(uc, &h1, UC_HOOK_INTR, probe_intr, &p, 1, 0);
+    uc_hook_add(uc, &h2, UC_HOOK_BLOCK, probe_block, &p, 1, 0);
+    uc_context_save(uc, reset);
+    static const uint8_t code_gp[] = {0x66, 0xb8, 0x38, 0x12, 0x8e, 0xd8, 0xf4};
+    static const uint8_t code_i3[] = {0x90, 0xcc, 0xf4};
+    static const uint8_t code_sti[] = {0xfb, 0x90, 0x90, 0xf4};
+    uc_mem_write(uc, 0x4000, code_gp, sizeof(code_gp));
+    uc_mem_write(uc, 0x4100, code_i3, sizeof(code_i3));
+    uc_mem_write(uc, 0x4200, code_sti, sizeof(code_sti));
+    uint64_t rsp = 0x8000;
+    p.snap = gp;
+    p.want_block = p.want_block2 = ~0ull;
+    wreg(uc, UC_X86_REG_RSP, rsp);
+    uc_emu_start(uc, 0x4000, NEVER_PC, 0, 100);
+    uint64_t gp_rip = rreg(uc, UC_X86_REG_RIP);
+    int gp_vec = p.got;
+    uc_context_restore(uc, reset);
+    p.snap = i3;
+    p.got = -1;
+    uc_emu_start(uc, 0x4100, NEVER_PC, 0, 100);
+    int i3_vec = p.got;
+    uc_context_restore(uc, reset);
+    uc_context *s1 = NULL;
+    uc_context_alloc(uc, &s1);
+    p.snap = s1;
+    p.want_block = 0x4201;
+    p.want_block2 = 0x4202;
+    wreg(uc, UC_X86_REG_RSP, rsp);
+    uc_emu_start(uc, 0x4200, NEVER_PC, 0, 100);
+    if (gp_vec != 13 || gp_rip != 0x4004 || i3_vec != 3) {
+        snprintf(err, errlen, "probe runs: #GP vector %d at %#llx, int3 vector %d", gp_vec,
+                 (unsigned long long)gp_rip, i3_vec);
+        goto out;
+    }
+    long ec = -1, ii = -1, oe = -1, hf = -1;
+    int nec = 0, nii = 0, noe = 0, nhf = 0;
+    for (long off = 0; off + 4 <= (long)size; off += 4) {
+        if (at32(gp, off) == 0x1238 && at32(reset, off) != 0x1238 &&
+            off + 4 + 4 <= (long)size && at32(i3, off + 4) == 1 && at32(gp, off + 4) == 0)
+            ec = off, nec++; /* exception_is_int follows error_code (CPUX86State) */
+        if (at32(i3, off) == 1 && at32(gp, off) == 0 && at32(reset, off) == 0)
+            ii = off, nii++;
+        if (at32(gp, off) == 13 && at32(reset, off) == -1 && at32(i3, off) == -1)
+            oe = off, noe++;
+        if (((uint32_t)at32(s1, off) ^ (uint32_t)at32(p.snap2, off)) == HF_INHIBIT_IRQ &&
+            (at32(s1, off) & HF_INHIBIT_IRQ))
+            hf = off, nhf++;
+    }
+    if (nec == 1)
+        ii = ec + 4, nii = 1;
+    if (nec != 1 || nii != 1 || noe != 1 || nhf != 1) {
+        snprintf(err, errlen,
+                 "context layout not recognised (candidates: error_code %d, is_int %d, "
+                 "old_exception %d, hflags %d)", nec, nii, noe, nhf);
+        goto out;
+    }
+    cal.error_code = ec;
+    cal.is_int = ii;
+    cal.old_exception = oe;
+    cal.hflags = hf;
+    cal.done = 1;
+    rc = 0;
+out:
+    uc_context_free(reset);
+    uc_context_free(gp);
+    uc_context_free(i3);
+    uc_context_free(p.snap2);
+    if (s1)
+        uc_context_free(s1);
+    uc_close(uc);
+    return rc;
+}
+
+/* ------------------------------------------------------ benchmarks */
+
+/* The reference for the hook overhead: the same loop (`dec rcx; jnz`) in a
+ * bare engine with no hook at all. Returns ns per iteration. */
+double emu_bench_bare_loop(uint64_t iterations)
+{
+    uc_engine *uc;
+    if (uc_open(UC_ARCH_X86, UC_MODE_64, &uc) != UC_ERR_OK)
+        return -1;
+    uc_mem_map(uc, 0, 0x10000, UC_PROT_ALL);
+    static const uint8_t code[] = {0x48, 0xff, 0xc9, 0x75, 0xfb, 0xf4}; /* dec rcx; jnz; hlt */
+    uc_mem_write(uc, 0x1000, code, sizeof(code));
+    wreg(uc, UC_X86_REG_RCX, iterations);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    uc_emu_start(uc, 0x1000, NEVER_PC, 0, 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    uc_close(uc);
+    return ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / (double)iterations;
+}

@@ -1,0 +1,293 @@
+"""Software-CPU engine: unicorn, one engine per vCPU, driven from C (emu.c).
+
+A unicorn engine is one CPU, so a domain's vCPUs are several engines that
+all map the same host memory with `uc_mem_map_ptr` (no copies). `run()`
+blocks in C with the GIL released; C calls back here (`_on_exit`, a cffi
+extern "Python") only for exits the core must answer.
+"""
+from __future__ import annotations
+
+import mmap
+import threading
+import time
+
+from xen_core.abi.cpuid import xen_cpuid_leaves
+from xen_core.accel.base import (GENERAL_REGS, HYPERCALL_PORT, BootState, CpuMode,
+                                 ExitHandler, RunResult, SpecialRegs)
+
+try:
+    from xen_core.accel._emu import ffi, lib
+except ImportError as e:  # not built: `make venv` compiles it
+    ffi = lib = None
+    _IMPORT_ERROR = f"xen_core.accel._emu not built ({e})"
+else:
+    _IMPORT_ERROR = ""
+
+PAGE_SIZE = 4096
+# Engine-private page (boot trampoline and flat GDT), see emu.h.
+EMU_PRIV_GPA = 0xFFFFF000
+
+_RESULTS = {}
+if lib is not None:
+    _RESULTS = {lib.EMU_RUN_STOPPED: RunResult.STOPPED,
+                lib.EMU_RUN_TRIPLE_FAULT: RunResult.TRIPLE_FAULT,
+                lib.EMU_RUN_ERROR: RunResult.ERROR}
+
+_calibrated: tuple[bool, str] | None = None
+_cal_lock = threading.Lock()
+
+
+def _calibrate() -> tuple[bool, str]:
+    """Locate unicorn's internal exception state once per process (emu.c)."""
+    global _calibrated
+    with _cal_lock:
+        if _calibrated is None:
+            if lib is None:
+                _calibrated = (False, _IMPORT_ERROR)
+            else:
+                err = ffi.new("char[256]")
+                ok = lib.emu_calibrate(err, 256) == 0
+                _calibrated = (ok, "" if ok else "unicorn: " + ffi.string(err).decode())
+        return _calibrated
+
+
+if ffi is not None:
+    @ffi.def_extern()
+    def emu_py_exit(handle, e):
+        vcpu: EmuVcpu = ffi.from_handle(handle)
+        try:
+            vcpu._dispatch(e)
+            return 0
+        except BaseException as exc:  # reported by run(), never lost in C
+            vcpu._exc = exc
+            return 1
+
+
+class EmuVcpu:
+    """One vCPU = one unicorn engine (see `xen_core.accel.base.Vcpu`)."""
+
+    def __init__(self, machine: "EmuMachine", vcpu_id: int):
+        self.id = vcpu_id
+        self._machine = machine
+        self._handle = ffi.new_handle(self)
+        self._handler: ExitHandler | None = None
+        self._exc: BaseException | None = None
+        self.error = ""
+        err = ffi.new("char[256]")
+        self._v = lib.emu_vcpu_new(machine._m, vcpu_id, self._handle, err, 256)
+        if self._v == ffi.NULL:
+            raise OSError(f"emu vcpu {vcpu_id}: {ffi.string(err).decode()}")
+        self._regs = ffi.new("uint64_t[18]")
+
+    # -- exits (called from C on the vCPU thread, GIL held) --
+    def _dispatch(self, e) -> None:
+        h = self._handler
+        kind = e.kind
+        if kind == lib.EMU_EXIT_HYPERCALL:
+            rv = h.hypercall(self, e.nr, tuple(e.args))
+            e.value = int(rv) & 0xFFFFFFFFFFFFFFFF
+        elif kind == lib.EMU_EXIT_IO_IN:
+            e.value = int(h.io_in(self, e.port, e.size)) & 0xFFFFFFFF
+        elif kind == lib.EMU_EXIT_IO_OUT:
+            h.io_out(self, e.port, e.size, e.value)
+        elif kind == lib.EMU_EXIT_WRMSR:
+            h.wrmsr(self, e.msr, e.value)
+        elif kind == lib.EMU_EXIT_HALT:
+            h.halt(self)
+        else:
+            raise RuntimeError(f"emu: unknown exit kind {kind}")
+
+    def set_boot_state(self, state: BootState) -> None:
+        regs = [0] * len(GENERAL_REGS)
+        regs[GENERAL_REGS.index("rflags")] = 0x2
+        for name, value in state.regs.items():
+            if name not in GENERAL_REGS or name == "rip":
+                raise ValueError(f"boot state: unknown register {name!r}")
+            regs[GENERAL_REGS.index(name)] = value
+        if state.mode is CpuMode.FLAT32:
+            if state.rip >= 1 << 32:
+                raise ValueError(f"flat32 entry {state.rip:#x} is above 4 GiB")
+            mode, cr0, cr4, efer = lib.EMU_MODE_FLAT32, 0x11, 0, 0
+            if state.cr0 is not None:
+                cr0 = state.cr0
+        else:
+            if not state.cr3:
+                raise ValueError("long64 boot state needs cr3")
+            mode = lib.EMU_MODE_LONG64
+            cr0 = 0x80050033 if state.cr0 is None else state.cr0  # PG WP NE ET MP PE
+            cr4 = 0x20 if state.cr4 is None else state.cr4        # PAE
+            efer = 0x500 if state.efer is None else state.efer    # LME LMA
+        rc = lib.emu_set_boot(self._v, mode, state.rip, regs, cr0, state.cr3, cr4, efer)
+        if rc:
+            raise OSError(f"emu vcpu {self.id}: set_boot_state failed (unicorn error {rc})")
+
+    def run(self, handler: ExitHandler) -> RunResult:
+        self._handler = handler
+        self._exc = None
+        try:
+            rc = lib.emu_run(self._v)
+        finally:
+            self._handler = None
+        self.error = ffi.string(lib.emu_error(self._v)).decode()
+        if self._exc is not None:
+            exc, self._exc = self._exc, None
+            raise exc
+        return _RESULTS[rc]
+
+    def request_stop(self) -> None:
+        lib.emu_request_stop(self._v)
+
+    def request_interrupt(self, vector: int) -> None:
+        if not 0 <= vector <= 255:
+            raise ValueError(f"interrupt vector {vector} out of range 0..255")
+        lib.emu_request_interrupt(self._v, vector)
+
+    def get_regs(self) -> dict[str, int]:
+        lib.emu_get_regs(self._v, self._regs)
+        return dict(zip(GENERAL_REGS, self._regs))
+
+    def set_regs(self, regs: dict[str, int]) -> None:
+        unknown = set(regs) - set(GENERAL_REGS)
+        if unknown:
+            raise ValueError(f"unknown registers {sorted(unknown)}")
+        lib.emu_get_regs(self._v, self._regs)
+        for i, name in enumerate(GENERAL_REGS):
+            if name in regs:
+                self._regs[i] = regs[name] & 0xFFFFFFFFFFFFFFFF
+        lib.emu_set_regs(self._v, self._regs)
+
+    def get_sregs(self) -> SpecialRegs:
+        s = ffi.new("uint64_t[6]")
+        lib.emu_get_sregs(self._v, s)
+        return SpecialRegs(cr0=s[0], cr2=s[1], cr3=s[2], cr4=s[3], efer=s[4], cpl=s[5])
+
+    def counters(self) -> dict[str, int]:
+        """Engine statistics (hypercalls, scanned blocks, wrmsr sites, ...)."""
+        names = ("hypercalls", "blocks_scanned", "wrmsr_sites", "exceptions",
+                 "interrupts", "block_stops")
+        return {n: lib.emu_counter(self._v, i) for i, n in enumerate(names)}
+
+    def close(self) -> None:
+        if self._v is not None and self._v != ffi.NULL:
+            lib.emu_vcpu_free(self._v)
+        self._v = None
+        self._machine._vcpus.pop(self.id, None)
+
+
+class EmuMachine:
+    """A domain on the software CPU (see `xen_core.accel.base.Machine`)."""
+
+    def __init__(self, cpuid_leaves: dict[int, tuple[int, int, int, int]] | None = None):
+        leaves = xen_cpuid_leaves() if cpuid_leaves is None else cpuid_leaves
+        arr = ffi.new("struct emu_cpuid_leaf[]", max(1, len(leaves)))
+        for i, (leaf, regs) in enumerate(sorted(leaves.items())):
+            arr[i].leaf = leaf
+            arr[i].eax, arr[i].ebx, arr[i].ecx, arr[i].edx = regs
+        self._m = lib.emu_machine_new(arr, len(leaves), HYPERCALL_PORT)
+        if self._m == ffi.NULL:
+            raise MemoryError("emu machine")
+        self._regions: dict[int, tuple[int, int]] = {}   # gpa -> (size, host)
+        self._vcpus: dict[int, EmuVcpu] = {}
+
+    def _check_range(self, gpa: int, size: int) -> None:
+        if gpa % PAGE_SIZE or size % PAGE_SIZE or size <= 0:
+            raise ValueError(f"range {gpa:#x}+{size:#x} is not page aligned")
+        if gpa < EMU_PRIV_GPA + PAGE_SIZE and gpa + size > EMU_PRIV_GPA:
+            raise ValueError(f"range {gpa:#x}+{size:#x} overlaps the engine page "
+                             f"at {EMU_PRIV_GPA:#x}")
+
+    def map_memory(self, gpa: int, size: int, host_addr: int) -> None:
+        self._check_range(gpa, size)
+        for g, (s, _) in self._regions.items():
+            if gpa < g + s and g < gpa + size:
+                raise ValueError(f"range {gpa:#x}+{size:#x} overlaps mapped "
+                                 f"{g:#x}+{s:#x}: unmap first")
+        for v in self._vcpus.values():
+            rc = lib.emu_mem_map(v._v, gpa, size, host_addr)
+            if rc:
+                raise OSError(f"emu: mapping {gpa:#x}+{size:#x} failed (unicorn error {rc})")
+        self._regions[gpa] = (size, host_addr)
+
+    def unmap_memory(self, gpa: int, size: int) -> None:
+        if self._regions.get(gpa, (None,))[0] != size:
+            raise ValueError(f"range {gpa:#x}+{size:#x} is not a mapped region")
+        for v in self._vcpus.values():
+            lib.emu_mem_unmap(v._v, gpa, size)
+        del self._regions[gpa]
+
+    def invalidate_code(self, gpa: int, size: int) -> None:
+        for v in self._vcpus.values():
+            lib.emu_invalidate(v._v, gpa, size)
+
+    def create_vcpu(self, vcpu_id: int) -> EmuVcpu:
+        if vcpu_id in self._vcpus:
+            raise ValueError(f"vcpu {vcpu_id} exists")
+        if not 0 <= vcpu_id < 4096:
+            raise ValueError(f"vcpu id {vcpu_id} out of range")
+        v = EmuVcpu(self, vcpu_id)
+        for gpa, (size, host) in self._regions.items():
+            if lib.emu_mem_map(v._v, gpa, size, host):
+                v.close()
+                raise OSError(f"emu: mapping {gpa:#x} into vcpu {vcpu_id} failed")
+        self._vcpus[vcpu_id] = v
+        return v
+
+    def close(self) -> None:
+        for v in list(self._vcpus.values()):
+            v.close()
+        if self._m is not None:
+            lib.emu_machine_free(self._m)
+            self._m = None
+
+
+class EmuAccelerator:
+    name = "emu"
+
+    def usable(self) -> tuple[bool, str]:
+        return _calibrate()
+
+    def create_machine(self) -> EmuMachine:
+        ok, why = _calibrate()
+        if not ok:
+            raise OSError(f"emu accelerator unusable: {why}")
+        return EmuMachine()
+
+
+def raw_out_trap_ns(n: int = 200_000) -> float:
+    """ns per `out` to HYPERCALL_PORT answered entirely in C (no Python):
+    the reference the hypercall benchmarks compare against."""
+    body = (b"\xb8\x11\x00\x00\x00"                  # 1: mov eax, 17
+            + bytes([0xE7, HYPERCALL_PORT])              # out imm8, eax
+            + b"\x48\xff\xc9")                          # dec rcx
+    code = body + bytes([0x75, (-(len(body) + 2)) & 0xFF]) + b"\xf4"  # jnz 1b; hlt
+    t = _run_snippet(code, {"rcx": n}, c_hypercalls=True)
+    return t * 1e9 / n
+
+
+class _HaltStops:
+    def hypercall(self, vcpu, nr, args):
+        return 0
+
+    def halt(self, vcpu):
+        vcpu.request_stop()
+
+
+def _run_snippet(code: bytes, regs: dict[str, int], c_hypercalls: bool = False,
+                 handler=None) -> float:
+    """Run 64-bit `code` at 0x1000 (paging off) on a throwaway vCPU; seconds."""
+    buf = mmap.mmap(-1, 0x10000)
+    buf[0x1000:0x1000 + len(code)] = code
+    view = ffi.from_buffer(buf)
+    m = EmuAccelerator().create_machine()
+    try:
+        m.map_memory(0, len(buf), int(ffi.cast("uintptr_t", view)))
+        v = m.create_vcpu(0)
+        lib.emu_set_c_hypercalls(v._v, int(c_hypercalls))
+        v.set_regs({**regs, "rip": 0x1000, "rsp": 0x8000})
+        t0 = time.perf_counter()
+        v.run(handler or _HaltStops())
+        return time.perf_counter() - t0
+    finally:
+        m.close()
+        ffi.release(view)
+        buf.close()
