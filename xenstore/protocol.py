@@ -44,6 +44,14 @@ class MessageReader:
     def __init__(self):
         self.buf = b""
 
+    def wanted(self) -> int:
+        """Bytes still missing for the next complete message (or header)."""
+        n = len(self.buf)
+        if n < HDR:
+            return HDR - n
+        length = _unpack_from(self.buf)[3]
+        return max(HDR + min(length, XENSTORE_PAYLOAD_MAX + 1) - n, 1)
+
     def feed(self, data: bytes) -> list:
         if self.buf:
             data = self.buf + data

@@ -74,8 +74,9 @@ class XsRingBackend:
         _put(self.buf, w.XS_RING_SERVER_FEATURES,
              w.XENSTORE_SERVER_FEATURE_RECONNECTION | w.XENSTORE_SERVER_FEATURE_ERROR)
 
-    def read_requests(self) -> bytes:
-        return _consume(self.buf, w.XS_RING_REQ_OFF, w.XS_RING_REQ_CONS, w.XS_RING_REQ_PROD)
+    def read_requests(self, limit: int = _SIZE) -> bytes:
+        return _consume(self.buf, w.XS_RING_REQ_OFF, w.XS_RING_REQ_CONS,
+                        w.XS_RING_REQ_PROD, limit)
 
     def write_responses(self, data: bytes) -> int:
         return _produce(self.buf, w.XS_RING_RSP_OFF, w.XS_RING_RSP_CONS, w.XS_RING_RSP_PROD, data)

@@ -195,7 +195,6 @@ class RingConnection:
         self.notify = notify
         self.source = source
         self.reader = MessageReader()
-        self.inbox: list = []
         self.outq = bytearray()
         self.pending = 0            # replies queued but not yet in the ring
         self.closed = False
@@ -223,25 +222,25 @@ class RingConnection:
         if self.closed:
             return
         try:
+            moved = False
             if self.ring.reconnect_requested():
                 self._reconnect()
-            moved = self._flush()
+                moved = True
+            moved = self._flush() or moved
             quota = self.server.store.quota.outstanding
             privileged = self.conn.privileged
-            while True:
-                if not self.inbox:
-                    data = self.ring.read_requests()
-                    if not data:
-                        break
-                    moved = True
-                    self.inbox.extend(self.reader.feed(data))
-                while self.inbox and (privileged or self.pending < quota):
-                    out = self.server.run_requests(self, [self.inbox.pop(0)])
-                    self.outq += out
+            # One message at a time, so that past the outstanding quota the
+            # rest stays in the guest's ring (and the guest feels it).
+            while privileged or self.pending < quota:
+                data = self.ring.read_requests(self.reader.wanted())
+                if not data:
+                    break
+                moved = True
+                msgs = self.reader.feed(data)
+                if msgs:
+                    self.outq += self.server.run_requests(self, msgs)
                     self.pending += 1
-                moved = self._flush() or moved
-                if self.inbox:
-                    break       # over the outstanding quota: wait for the guest
+                    self._flush()
         except RingError as e:
             self._fatal(w.XENSTORE_ERROR_RINGIDX, str(e))
             return
@@ -276,7 +275,6 @@ class RingConnection:
         # The guest asked to start over: forget its watches and transactions.
         self.server.store.reset_watches(self.conn)
         self.reader = MessageReader()
-        self.inbox.clear()
         self.outq.clear()
         self.pending = 0
         self.ring.reset()
