@@ -63,8 +63,8 @@ void xk_vcpu_request_interrupt(struct xk_vcpu *v, int vector);
 int xk_vcpu_pending_interrupt(struct xk_vcpu *v);
 
 /* bench/accel_kvm.py: costs measured with no Python in the loop. */
-int64_t xk_bench_out_loop(struct xk_vcpu *v, uint64_t n);
-int64_t xk_bench_get_regs(struct xk_vcpu *v, uint64_t n);
+int64_t xk_bench_out_loop(struct xk_vcpu *v, uint64_t n, int ioctl_regs);
+int64_t xk_bench_regs_ioctl(struct xk_vcpu *v, uint64_t n, int set);
 /* cdef-end */
 
 /* Defined by cffi (extern "Python+C" in build_kvm.py): the Python exit

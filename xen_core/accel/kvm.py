@@ -37,6 +37,7 @@ assert SPECIAL_REGION_END <= KVM_IDENTITY_MAP_ADDR and LOWMEM_LIMIT <= KVM_IDENT
 # linux/kvm.h sync-regs field bits (KVM_SYNC_X86_REGS / _SREGS).
 _SYNC_REGS = 1 << 0
 _SYNC_SREGS = 1 << 1
+_SYNC_DEFAULT = _SYNC_REGS | _SYNC_SREGS  # what xk_vcpu_create() sets
 
 _MASK64 = (1 << 64) - 1
 _CR0_PE, _CR0_ET, _CR0_PG = 1 << 0, 1 << 4, 1 << 31
