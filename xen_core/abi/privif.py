@@ -1,0 +1,105 @@
+"""The privileged interface's wire format, sans I/O.
+
+A frame is a 4-byte little-endian length, then that many bytes of UTF-8 JSON
+(an object). File descriptors travel as SCM_RIGHTS ancillary data on the
+sendmsg that carries the frame's first byte; the JSON says how many belong to
+the frame (`"nfds"`), so a reader can attach them to the right message.
+
+Requests:  {"id": n, "op": "<name>", ...arguments}
+Replies:   {"id": n, "ok": true, "result": {...}}
+           {"id": n, "ok": false, "errno": 3, "error": "ESRCH", "message": "..."}
+Events:    {"event": "<name>", ...} (subscriptions; no id)
+
+This module only turns bytes into messages and back; sockets live in the
+daemon (`xen_core.daemon`) and the client (`dom0.privcmd`). It lives in
+`xen_core.abi` because it is the contract between them, as privcmd.h is.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+
+HEADER = struct.Struct("<I")
+MAX_FRAME = 4 << 20      # a reply listing many gfns stays well below
+MAX_FDS_PER_FRAME = 16
+SOCKET_NAME = "privcmd.sock"
+
+# Operations the daemon serves (later layers add evtchn_* and gnttab_*).
+OPS = (
+    "hello", "domain_create", "domain_destroy", "domain_pause", "domain_unpause",
+    "domain_info", "domain_list", "domain_shutdown", "populate_physmap", "set_memory_map",
+    "foreign_map", "vcpu_setcontext", "hvm_param_get", "hvm_param_set",
+    "console_read", "console_write_input", "subscribe_dom_exc", "subscribe_console",
+)
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a frame of this protocol."""
+
+
+@dataclass
+class Message:
+    body: dict
+    fds: list[int] = field(default_factory=list)
+
+
+def encode(body: dict, nfds: int = 0) -> bytes:
+    """One frame. With fds, send them with the first byte of these bytes."""
+    if nfds:
+        body = dict(body, nfds=nfds)
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    if len(payload) > MAX_FRAME:
+        raise ValueError(f"frame of {len(payload)} bytes exceeds {MAX_FRAME}")
+    return HEADER.pack(len(payload)) + payload
+
+
+class Decoder:
+    """Feed bytes and received fds; take complete messages out."""
+
+    def __init__(self):
+        self._buf = bytearray()
+        self._fds: list[int] = []
+
+    def feed(self, data: bytes, fds: list[int] = ()) -> list[Message]:
+        self._buf += data
+        self._fds.extend(fds)
+        out = []
+        while len(self._buf) >= HEADER.size:
+            (length,) = HEADER.unpack_from(self._buf)
+            if length > MAX_FRAME or length == 0:
+                raise ProtocolError(f"bad frame length {length}")
+            if len(self._buf) < HEADER.size + length:
+                break
+            payload = bytes(self._buf[HEADER.size:HEADER.size + length])
+            del self._buf[:HEADER.size + length]
+            try:
+                body = json.loads(payload)
+            except (UnicodeDecodeError, ValueError) as e:
+                raise ProtocolError(f"frame is not JSON: {e}") from None
+            if not isinstance(body, dict):
+                raise ProtocolError("frame is not a JSON object")
+            nfds = body.pop("nfds", 0)
+            if not isinstance(nfds, int) or not 0 <= nfds <= MAX_FDS_PER_FRAME \
+                    or nfds > len(self._fds):
+                raise ProtocolError(f"frame announces {nfds!r} fds, {len(self._fds)} received")
+            fds, self._fds = self._fds[:nfds], self._fds[nfds:]
+            out.append(Message(body, fds))
+        return out
+
+    def take_stray_fds(self) -> list[int]:
+        """Fds received but claimed by no frame (the caller closes them)."""
+        fds, self._fds = self._fds, []
+        return fds
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+def reply_ok(req_id, result: dict | None = None) -> dict:
+    return {"id": req_id, "ok": True, "result": result or {}}
+
+
+def reply_error(req_id, errno: int, name: str, message: str = "") -> dict:
+    return {"id": req_id, "ok": False, "errno": errno, "error": name, "message": message}

@@ -1,0 +1,93 @@
+"""sched_op: yield, block, shutdown, poll, remote_shutdown, shutdown_code."""
+from __future__ import annotations
+
+import os
+import struct
+
+from ..abi import sched as s
+from ..abi import shared_info as si
+from ..abi import xen as x
+from ..domain import XenError
+from .call import s32
+
+
+def event_pending(domain, port: int) -> bool:
+    """Is `port` pending in the 2-level bitmap of the domain's shared info?"""
+    if domain.shared_info_gfn is None:
+        return False
+    word = domain.memory.read_u64((domain.shared_info_gfn << 12)
+                                  + si.SHARED_INFO_EVTCHN_PENDING + 8 * (port // 64))
+    return bool(word >> (port % 64) & 1)
+
+
+def _block(call) -> int:
+    v = call.vcpu
+    # SCHEDOP_block re-enables event delivery, then blocks unless one is pending.
+    v.set_vcpu_info_byte(si.VCPU_INFO_UPCALL_MASK, 0)
+    if not v.vcpu_info_byte(si.VCPU_INFO_UPCALL_PENDING):
+        v.block(wake_check=lambda: v.vcpu_info_byte(si.VCPU_INFO_UPCALL_PENDING) != 0)
+    v.update_time()
+    return 0
+
+
+def _poll(call, arg) -> int:
+    v, d = call.vcpu, call.domain
+    ports_gva, nr_ports, timeout = s.SCHED_POLL.unpack(call.copy_from(arg, s.SCHED_POLL.size))
+    if nr_ports > s.SCHED_POLL_MAX_PORTS:
+        return -x.EINVAL
+    raw = call.copy_from(ports_gva, 4 * nr_ports) if nr_ports else b""
+    ports = list(struct.unpack(f"<{nr_ports}I", raw))
+    for port in ports:
+        if port >= si.EVTCHN_2L_NR_CHANNELS:
+            return -x.EINVAL
+        if event_pending(d, port):
+            return 0
+    v.poll_ports = ports
+    try:
+        v.block(deadline_ns=timeout or None,
+                wake_check=lambda: any(event_pending(d, p) for p in ports))
+    finally:
+        v.poll_ports = None
+    v.update_time()
+    return 0
+
+
+def _reason(call, arg) -> int:
+    (reason,) = s.SCHED_SHUTDOWN.unpack(call.copy_from(arg, s.SCHED_SHUTDOWN.size))
+    return reason & 0xFF   # Xen keeps the reason as a u8
+
+
+def do_sched_op(call, cmd, arg, *_):
+    cmd = s32(cmd)
+    d = call.domain
+    if cmd == s.SCHEDOP_yield:
+        os.sched_yield()
+        return 0
+    if cmd == s.SCHEDOP_block:
+        return _block(call)
+    if cmd == s.SCHEDOP_shutdown:
+        reason = _reason(call, arg)
+        d.shutdown(reason)
+        call.vcpu.engine.request_stop()
+        return 0
+    if cmd == s.SCHEDOP_shutdown_code:
+        reason = _reason(call, arg)
+        with d.lock:
+            d.shutdown_code = reason
+        return 0
+    if cmd == s.SCHEDOP_poll:
+        return _poll(call, arg)
+    if cmd == s.SCHEDOP_remote_shutdown:
+        domid, reason = s.SCHED_REMOTE_SHUTDOWN.unpack(
+            call.copy_from(arg, s.SCHED_REMOTE_SHUTDOWN.size))
+        target = call.core.domains.get(domid)
+        if target is None:
+            return -x.ESRCH
+        if not d.privileged:
+            return -x.EPERM
+        target.shutdown(reason & 0xFF)
+        return 0
+    return call.unknown("sched_op", cmd)
+
+
+__all__ = ["do_sched_op", "event_pending", "XenError"]

@@ -1,0 +1,324 @@
+"""A domain's memory: one memfd, a p2m, guest copies and the guest page walk.
+
+Frames are pages of the memfd. Frames [0, ram_frames) back the domain's RAM
+(Xen's domheap pages, counted in tot_pages); frames above hold pages Xen owns
+on the domain's behalf (shared info, later grant-table frames), never counted.
+The memfd is mapped once, MAP_SHARED, in this process; the engine receives host
+addresses inside that mapping for every contiguous run of the p2m, and dom0
+processes receive the fd itself and map frames at `frame * PAGE_SIZE`.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import threading
+from dataclasses import dataclass
+
+from .abi.layout import PAGE_SHIFT, PAGE_SIZE
+
+PAGE_MASK = PAGE_SIZE - 1
+# Pages Xen keeps for the domain beside its RAM: shared info + grant-table
+# frames (Xen 4.17's default max_grant_frames is 64) + room for later use.
+XENHEAP_FRAMES = 128
+SHARED_INFO_XENHEAP_INDEX = 0
+
+# Control-register and PTE bits the walk honours (Intel SDM vol. 3, 4.x).
+CR0_PE = 1 << 0
+CR0_WP = 1 << 16
+CR0_PG = 1 << 31
+CR4_PSE = 1 << 4
+CR4_PAE = 1 << 5
+CR4_LA57 = 1 << 12
+EFER_LMA = 1 << 10
+PTE_P = 1 << 0
+PTE_RW = 1 << 1
+PTE_US = 1 << 2
+PTE_PS = 1 << 7
+PTE_ADDR_MASK = 0x000F_FFFF_FFFF_F000
+
+
+class GuestFault(Exception):
+    """A guest address that does not resolve: the hypercall answers -EFAULT."""
+
+
+@dataclass
+class PagingState:
+    """The part of a vCPU's special registers a linear-address walk needs."""
+    cr0: int
+    cr3: int
+    cr4: int
+    efer: int
+    cpl: int = 0
+
+    @classmethod
+    def of(cls, sregs) -> "PagingState":
+        return cls(sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer, sregs.cpl)
+
+
+class GuestMemory:
+    """One domain's memfd, p2m (gfn -> frame) and the engine's view of it."""
+
+    def __init__(self, name: str, ram_frames: int, xenheap_frames: int = XENHEAP_FRAMES):
+        if ram_frames < 0:
+            raise ValueError("negative memory size")
+        self.ram_frames = ram_frames
+        self.nr_frames = ram_frames + xenheap_frames
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, self.nr_frames * PAGE_SIZE)
+            self.mm = mmap.mmap(self.fd, self.nr_frames * PAGE_SIZE, mmap.MAP_SHARED,
+                                mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._export = (ctypes.c_char * (self.nr_frames * PAGE_SIZE)).from_buffer(self.mm)
+        self.host_base = ctypes.addressof(self._export)
+        self.p2m: dict[int, int] = {}
+        self.tot_pages = 0
+        self._next_ram = 0              # bump allocator over RAM frames
+        self._free_ram: list[int] = []  # frames given back by decrease_reservation
+        self._machine = None
+        self._slots: dict[int, tuple[int, int]] = {}  # gfn -> (count, frame) mapped in the engine
+        self.lock = threading.RLock()
+        self.closed = False
+
+    # -- the engine ----------------------------------------------------------
+    def attach(self, machine) -> None:
+        """Map every present run into the engine's guest-physical space."""
+        with self.lock:
+            self._machine = machine
+            if self.p2m:
+                self._resync(min(self.p2m), max(self.p2m) + 1)
+
+    def _runs(self, lo: int, hi: int):
+        """Contiguous (gfn, count, frame) runs of the p2m within [lo, hi)."""
+        run = None
+        if hi - lo > 4 * len(self.p2m):
+            gfns = sorted(g for g in self.p2m if lo <= g < hi)
+        else:
+            gfns = [g for g in range(lo, hi) if g in self.p2m]
+        for gfn in gfns:
+            frame = self.p2m[gfn]
+            if run and run[0] + run[1] == gfn and run[2] + run[1] == frame:
+                run[1] += 1
+            else:
+                if run:
+                    yield tuple(run)
+                run = [gfn, 1, frame]
+        if run:
+            yield tuple(run)
+
+    def _resync(self, lo: int, hi: int) -> None:
+        """Make the engine's mappings over [lo, hi) match the p2m. Slots that
+        overlap are unmapped whole and the range they covered is re-run, so
+        the engine never sees a partial unmap or an overlapping map."""
+        if self._machine is None:
+            return
+        changed = True
+        while changed:  # widen to the slots overlapping the range
+            changed = False
+            for gfn, (count, _) in self._slots.items():
+                if gfn < hi and gfn + count > lo and (gfn < lo or gfn + count > hi):
+                    lo, hi = min(lo, gfn), max(hi, gfn + count)
+                    changed = True
+        for gfn in [g for g, (c, _) in self._slots.items() if g < hi and g + c > lo]:
+            count, _ = self._slots.pop(gfn)
+            self._machine.unmap_memory(gfn << PAGE_SHIFT, count << PAGE_SHIFT)
+        for gfn, count, frame in self._runs(lo, hi):
+            self._machine.map_memory(gfn << PAGE_SHIFT, count << PAGE_SHIFT,
+                                     self.host_base + (frame << PAGE_SHIFT))
+            self._slots[gfn] = (count, frame)
+
+    # -- the p2m -------------------------------------------------------------
+    def _alloc_ram_frame(self) -> int | None:
+        if self._free_ram:
+            return self._free_ram.pop()
+        if self._next_ram < self.ram_frames:
+            self._next_ram += 1
+            return self._next_ram - 1
+        return None
+
+    def _release(self, frame: int) -> None:
+        # Xen scrubs freed pages; MADV_REMOVE punches the hole (zero, no RAM).
+        self.mm.madvise(mmap.MADV_REMOVE, frame << PAGE_SHIFT, PAGE_SIZE)
+        if frame < self.ram_frames:
+            self._free_ram.append(frame)
+            self.tot_pages -= 1
+
+    def populate(self, gfns) -> int:
+        """Back each absent gfn with a fresh zeroed RAM frame (present ones are
+        kept, as populate_physmap does). Returns how many were populated; stops
+        early when RAM frames run out."""
+        gfns = list(gfns)
+        with self.lock:
+            done = 0
+            for gfn in gfns:
+                if gfn in self.p2m:
+                    continue
+                frame = self._alloc_ram_frame()
+                if frame is None:
+                    break
+                self.p2m[gfn] = frame
+                self.tot_pages += 1
+                done += 1
+            if gfns:
+                self._resync(min(gfns), max(gfns) + 1)
+            return done
+
+    def remove(self, gfn: int) -> bool:
+        """Drop gfn from the p2m, freeing a RAM frame (decrease_reservation)."""
+        with self.lock:
+            frame = self.p2m.pop(gfn, None)
+            if frame is None:
+                return False
+            if frame < self.ram_frames:
+                self._release(frame)
+            self._resync(gfn, gfn + 1)
+            return True
+
+    def xenheap_frame(self, index: int) -> int:
+        if not 0 <= index < self.nr_frames - self.ram_frames:
+            raise ValueError(f"xenheap index {index} out of range")
+        return self.ram_frames + index
+
+    def place_xen_frame(self, gfn: int, frame: int) -> None:
+        """Put a Xen-owned frame at gfn (add_to_physmap): whatever was at gfn
+        is removed (a RAM page is freed, as Xen does) and the frame leaves any
+        gfn it was mapped at before."""
+        with self.lock:
+            old_gfns = [g for g, f in self.p2m.items() if f == frame and g != gfn]
+            for g in old_gfns:
+                del self.p2m[g]
+                self._resync(g, g + 1)
+            old = self.p2m.get(gfn)
+            if old is not None and old != frame and old < self.ram_frames:
+                del self.p2m[gfn]
+                self._release(old)
+            self.p2m[gfn] = frame
+            self._resync(gfn, gfn + 1)
+
+    def frame_of(self, gfn: int) -> int:
+        frame = self.p2m.get(gfn)
+        if frame is None:
+            raise GuestFault(f"gfn {gfn:#x} not present")
+        return frame
+
+    # -- guest-physical access ------------------------------------------------
+    def _chunks(self, gpa: int, length: int):
+        """(memfd offset, length) pieces of [gpa, gpa+length), page by page."""
+        if gpa < 0 or length < 0 or gpa + length > 1 << 52:
+            raise GuestFault(f"gpa {gpa:#x}+{length:#x} out of range")
+        while length > 0:
+            n = min(length, PAGE_SIZE - (gpa & PAGE_MASK))
+            frame = self.frame_of(gpa >> PAGE_SHIFT)
+            yield (frame << PAGE_SHIFT) | (gpa & PAGE_MASK), n
+            gpa += n
+            length -= n
+
+    def read_phys(self, gpa: int, length: int) -> bytes:
+        if self.closed:
+            raise GuestFault("memory released")
+        return b"".join(self.mm[off:off + n] for off, n in self._chunks(gpa, length))
+
+    def write_phys(self, gpa: int, data: bytes) -> None:
+        if self.closed:
+            raise GuestFault("memory released")
+        pieces = list(self._chunks(gpa, len(data)))  # all or nothing
+        pos = 0
+        for off, n in pieces:
+            self.mm[off:off + n] = data[pos:pos + n]
+            pos += n
+
+    def read_u64(self, gpa: int) -> int:
+        return int.from_bytes(self.read_phys(gpa, 8), "little")
+
+    # -- guest-virtual access -------------------------------------------------
+    def translate(self, ps: PagingState, gva: int, write: bool = False) -> int:
+        """Linear -> guest-physical through the guest's own page tables."""
+        if not ps.cr0 & CR0_PG:
+            return gva & 0xFFFF_FFFF
+        user = ps.cpl == 3
+        check_write = write and (user or ps.cr0 & CR0_WP)
+        if ps.efer & EFER_LMA:
+            levels = 5 if ps.cr4 & CR4_LA57 else 4
+            bits = 12 + 9 * levels
+            top = gva >> (bits - 1)
+            if top not in (0, (1 << (64 - bits + 1)) - 1):
+                raise GuestFault(f"non-canonical address {gva:#x}")
+            return self._walk(ps.cr3 & PTE_ADDR_MASK, gva, levels, 9, 8, check_write, user)
+        gva &= 0xFFFF_FFFF
+        if ps.cr4 & CR4_PAE:
+            pdpte = self.read_u64((ps.cr3 & 0xFFFF_FFE0) + 8 * (gva >> 30))
+            if not pdpte & PTE_P:
+                raise GuestFault(f"gva {gva:#x}: PDPTE not present")
+            return self._walk(pdpte & PTE_ADDR_MASK, gva, 2, 9, 8, check_write, user)
+        return self._walk(ps.cr3 & 0xFFFF_F000, gva, 2, 10, 4, check_write, user,
+                          pse=bool(ps.cr4 & CR4_PSE))
+
+    def _walk(self, table: int, gva: int, levels: int, idx_bits: int, pte_size: int,
+              check_write: bool, user: bool, pse: bool = True) -> int:
+        for level in range(levels, 0, -1):
+            shift = 12 + idx_bits * (level - 1)
+            index = (gva >> shift) & ((1 << idx_bits) - 1)
+            raw = self.read_phys(table + index * pte_size, pte_size)
+            pte = int.from_bytes(raw, "little")
+            if not pte & PTE_P:
+                raise GuestFault(f"gva {gva:#x}: level {level} entry not present")
+            if check_write and not pte & PTE_RW:
+                raise GuestFault(f"gva {gva:#x}: read-only")
+            if user and not pte & PTE_US:
+                raise GuestFault(f"gva {gva:#x}: supervisor page")
+            if level > 1 and pte & PTE_PS and (pte_size == 8 or pse):
+                if level >= 4:
+                    raise GuestFault(f"gva {gva:#x}: PS set at level {level}")
+                if pte_size == 4:  # 4 MiB page, 32-bit paging (PSE-36 bits ignored)
+                    return (pte & 0xFFC0_0000) | (gva & 0x3F_FFFF)
+                size_mask = (1 << shift) - 1  # 2 MiB or 1 GiB page
+                return (pte & PTE_ADDR_MASK & ~size_mask) | (gva & size_mask)
+            table = pte & (PTE_ADDR_MASK if pte_size == 8 else 0xFFFF_F000)
+        return table | (gva & PAGE_MASK)
+
+    def _virt_chunks(self, ps: PagingState, gva: int, length: int, write: bool):
+        if length < 0:
+            raise GuestFault("negative length")
+        while length > 0:
+            n = min(length, PAGE_SIZE - (gva & PAGE_MASK))
+            yield self.translate(ps, gva, write), n
+            gva = (gva + n) & 0xFFFF_FFFF_FFFF_FFFF
+            length -= n
+
+    def copy_from_guest(self, ps: PagingState, gva: int, length: int) -> bytes:
+        """Read a guest-virtual buffer; GuestFault if any byte does not resolve."""
+        return b"".join(self.read_phys(gpa, n)
+                        for gpa, n in list(self._virt_chunks(ps, gva, length, False)))
+
+    def copy_to_guest(self, ps: PagingState, gva: int, data: bytes) -> None:
+        """Write a guest-virtual buffer; all pages are resolved before any byte
+        is written, so a fault leaves guest memory untouched."""
+        pieces = list(self._virt_chunks(ps, gva, len(data), True))
+        for gpa, _ in pieces:
+            self.frame_of(gpa >> PAGE_SHIFT)
+        pos = 0
+        for gpa, n in pieces:
+            self.write_phys(gpa, data[pos:pos + n])
+            pos += n
+
+    # -- teardown -------------------------------------------------------------
+    def close(self) -> None:
+        """Unmap from the engine (if still attached), then release the memfd."""
+        with self.lock:
+            if self.closed:
+                return
+            if self._machine is not None:
+                for gfn, (count, _) in list(self._slots.items()):
+                    try:
+                        self._machine.unmap_memory(gfn << PAGE_SHIFT, count << PAGE_SHIFT)
+                    except Exception:
+                        pass
+                self._slots.clear()
+                self._machine = None
+            self.closed = True
+            del self._export
+            self.mm.close()
+            os.close(self.fd)

@@ -1,0 +1,238 @@
+"""A domain's virtual CPU: its thread, run state, timers, blocking and vcpu_info.
+
+The thread runs `engine.run(self)` and this object is the engine's
+ExitHandler. Pause, shutdown and destroy reach a running vCPU through
+`request_stop()` (it returns STOPPED at a clean point) and a blocked one
+through the condition it waits on.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from .abi import shared_info as si
+from .abi import vcpu as vabi
+from .abi.cpuid import HYPERCALL_PAGE_MSR
+from .abi.layout import PAGE_SHIFT
+from .accel.base import RunResult
+from .memory import GuestFault, PagingState
+from .time import rdtsc, system_time_ns
+
+if TYPE_CHECKING:
+    from .domain import Domain
+
+log = logging.getLogger(__name__)
+
+CONSOLE_DEBUG_PORT = 0xE9     # Bochs/QEMU debugcon: early output before the hypercall page
+
+
+class VCPU:
+    def __init__(self, domain: "Domain", vcpu_id: int, engine_vcpu):
+        self.domain = domain
+        self.id = vcpu_id
+        self.engine = engine_vcpu
+        self.online = False          # VCPUOP_up / down; vCPU 0 comes up at build time
+        self.initialised = False     # has a boot state
+        self.blocked = False
+        self.cond = threading.Condition(domain.lock)
+        self.thread: threading.Thread | None = None
+        self.timer = domain.core.timers.timer(self._timer_fired)
+        self.timer_pending = False   # latched expiry, consumed by block/hlt
+        self.kicked = False          # an event arrived for this vCPU
+        self.poll_ports: list[int] | None = None
+        # vcpu_info: in shared info slot `id` until VCPUOP_register_vcpu_info.
+        self.vcpu_info_gpa: int | None = None
+        # Runstate accounting (RUNSTATE_*), ns of system time.
+        self.runstate = vabi.RUNSTATE_offline
+        self.runstate_entry = system_time_ns()
+        self.runstate_time = [0, 0, 0, 0]
+
+    # -- run state -----------------------------------------------------------
+    def _set_runstate(self, state: int) -> None:
+        now = system_time_ns()
+        self.runstate_time[self.runstate] += now - self.runstate_entry
+        self.runstate, self.runstate_entry = state, now
+
+    def runstate_snapshot(self) -> tuple[int, int, list[int]]:
+        with self.domain.lock:
+            now = system_time_ns()
+            times = list(self.runstate_time)
+            times[self.runstate] += now - self.runstate_entry
+            return self.runstate, self.runstate_entry, times
+
+    def cpu_time_ns(self) -> int:
+        return self.runstate_snapshot()[2][vabi.RUNSTATE_running]
+
+    # -- the thread ----------------------------------------------------------
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._main, daemon=True,
+                                       name=f"d{self.domain.domid}v{self.id}")
+        self.thread.start()
+
+    def _may_run(self) -> bool:
+        d = self.domain
+        return self.online and self.initialised and d.pause_count == 0 and not d.is_shut_down()
+
+    def _main(self) -> None:
+        d = self.domain
+        while True:
+            with d.lock:
+                while not d.dying and not self._may_run():
+                    self._set_runstate(vabi.RUNSTATE_offline if not self.online
+                                       else vabi.RUNSTATE_runnable)
+                    self.cond.wait()
+                if d.dying:
+                    self._set_runstate(vabi.RUNSTATE_offline)
+                    return
+                self._set_runstate(vabi.RUNSTATE_running)
+            try:
+                result = self.engine.run(self)
+            except Exception as e:  # the engine itself failed: contain it
+                log.exception("d%dv%d: engine run failed", d.domid, self.id)
+                result, why = RunResult.ERROR, f"engine error: {e}"
+            else:
+                why = result.value
+            if result is not RunResult.STOPPED:
+                log.warning("d%dv%d: %s, crashing the domain", d.domid, self.id, why)
+                d.crash(f"vcpu{self.id}: {why}")
+
+    def stop(self) -> None:
+        """Make a running vCPU leave guest code, and a blocked one return."""
+        try:
+            self.engine.request_stop()
+        except Exception:
+            pass
+        with self.domain.lock:
+            self.cond.notify_all()
+
+    def kick(self) -> None:
+        """An event for this vCPU (timer, event channel): wake it if blocked."""
+        with self.domain.lock:
+            self.kicked = True
+            self.cond.notify_all()
+
+    def _timer_fired(self) -> None:
+        with self.domain.lock:
+            self.timer_pending = True
+            self.cond.notify_all()
+        self.domain.send_virq(self, 0)  # VIRQ_TIMER, once event channels exist
+
+    # -- blocking (SCHEDOP_block, SCHEDOP_poll, hlt) --------------------------
+    def block(self, deadline_ns: int | None = None, wake_check=None) -> None:
+        """Wait until a timer fires, the vCPU is kicked, `wake_check()` holds,
+        the deadline passes, or the domain is shut down or destroyed. A paused
+        domain keeps its blocked vCPUs blocked."""
+        d = self.domain
+        with d.lock:
+            self.blocked = True
+            self._set_runstate(vabi.RUNSTATE_blocked)
+            try:
+                while True:
+                    if d.dying or d.is_shut_down():
+                        self.engine.request_stop()
+                        return
+                    if self.online and d.pause_count == 0:
+                        if self.timer_pending or self.kicked:
+                            self.timer_pending = self.kicked = False
+                            return
+                        if wake_check is not None and wake_check():
+                            return
+                        if deadline_ns is not None and system_time_ns() >= deadline_ns:
+                            return
+                    timeout = None
+                    if deadline_ns is not None and d.pause_count == 0:
+                        timeout = max(0.0, (deadline_ns - system_time_ns()) / 1e9)
+                    self.cond.wait(timeout)
+            finally:
+                self.blocked = False
+                self._set_runstate(vabi.RUNSTATE_running)
+
+    def hold_while_paused(self) -> None:
+        """At a clean point (inside a hypercall): wait out a pause here."""
+        d = self.domain
+        with d.lock:
+            while d.pause_count and not d.dying and not d.is_shut_down():
+                self._set_runstate(vabi.RUNSTATE_runnable)
+                self.cond.wait()
+            self._set_runstate(vabi.RUNSTATE_running)
+
+    # -- vcpu_info and time --------------------------------------------------
+    def vcpu_info_location(self) -> int | None:
+        """Guest-physical address of this vCPU's vcpu_info, or None."""
+        if self.vcpu_info_gpa is not None:
+            return self.vcpu_info_gpa
+        gfn = self.domain.shared_info_gfn
+        if gfn is None or self.id >= si.XEN_LEGACY_MAX_VCPUS:
+            return None
+        return (gfn << PAGE_SHIFT) + self.id * si.VCPU_INFO_SIZE
+
+    def update_time(self) -> None:
+        """Publish vcpu_time_info with the version protocol (odd while
+        writing), wherever the guest reads it."""
+        gpa = self.vcpu_info_location()
+        if gpa is None:
+            return
+        mem = self.domain.memory
+        mul, shift = self.domain.core.time_scale
+        gpa += si.VCPU_INFO_TIME
+        try:
+            version = int.from_bytes(mem.read_phys(gpa, 4), "little")
+            version |= 1  # odd: an update is in progress
+            mem.write_phys(gpa, version.to_bytes(4, "little"))
+            tsc = rdtsc() + self.domain.tsc_offset(self)
+            now = system_time_ns()
+            body = si.VCPU_TIME_INFO.pack(version, 0, tsc, now, mul, shift,
+                                          si.XEN_PVCLOCK_TSC_STABLE_BIT)
+            mem.write_phys(gpa + 4, body[4:])
+            mem.write_phys(gpa, ((version + 1) & 0xFFFF_FFFF).to_bytes(4, "little"))
+        except GuestFault:
+            pass
+
+    def vcpu_info_byte(self, offset: int) -> int:
+        gpa = self.vcpu_info_location()
+        if gpa is None:
+            return 0
+        try:
+            return self.domain.memory.read_phys(gpa + offset, 1)[0]
+        except GuestFault:
+            return 0
+
+    def set_vcpu_info_byte(self, offset: int, value: int) -> None:
+        gpa = self.vcpu_info_location()
+        if gpa is not None:
+            try:
+                self.domain.memory.write_phys(gpa + offset, bytes([value]))
+            except GuestFault:
+                pass
+
+    def paging_state(self) -> PagingState:
+        return PagingState.of(self.engine.get_sregs())
+
+    # -- ExitHandler ---------------------------------------------------------
+    def hypercall(self, engine_vcpu, nr: int, args) -> int:
+        from .hypercalls import dispatch
+        rc = dispatch(self, nr, tuple(args))
+        d = self.domain
+        if d.pause_count and not d.dying and not d.is_shut_down():
+            self.engine.request_stop()
+        return rc
+
+    def wrmsr(self, engine_vcpu, msr: int, value: int) -> None:
+        if msr == HYPERCALL_PAGE_MSR:
+            self.domain.write_hypercall_page(value)
+        else:
+            self.domain.log_once(f"wrmsr {msr:#x}", f"ignored wrmsr {msr:#x} <- {value:#x}")
+
+    def io_in(self, engine_vcpu, port: int, size: int) -> int:
+        return (1 << (8 * size)) - 1  # nothing there: all ones
+
+    def io_out(self, engine_vcpu, port: int, size: int, value: int) -> None:
+        if port == CONSOLE_DEBUG_PORT and size == 1:  # early output, before hypercalls
+            self.domain.append_console(bytes([value & 0xFF]))
+            return
+        self.domain.log_once(f"out {port:#x}", f"ignored out to port {port:#x}")
+
+    def halt(self, engine_vcpu) -> None:
+        # hlt wakes on an interrupt: the engine's pending vector, a timer, an event.
+        self.block()
