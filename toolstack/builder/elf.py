@@ -112,8 +112,10 @@ def load_kernel(path: str) -> KernelElf:
         return _load(path, data, from_bzimage)
     except BuildError:
         raise
-    except (ELFError, ELFParseError, struct.error, ValueError, EOFError) as e:
+    except (ELFError, ELFParseError) as e:
         raise BuildError(f"kernel {path}: malformed ELF: {e}") from None
+    except Exception as e:  # noqa: BLE001 — pyelftools on hostile input can raise anything
+        raise BuildError(f"kernel {path}: malformed ELF: {type(e).__name__}: {e}") from None
 
 
 def _load(path: str, data: bytes, from_bzimage: bool) -> KernelElf:
