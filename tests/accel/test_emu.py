@@ -602,6 +602,31 @@ irq_handler:
     assert g.vcpu.get_regs()["r14"] == after_hlt
 
 
+def test_interrupt_shadow_of_sti_covers_hlt(guest):
+    """`sti; hlt` with an interrupt already pending: the shadow lets hlt
+    start, so the interrupt returns after hlt and nothing waits in halt()."""
+    g = guest(GATES + """
+    SETGATE 0x43, irq_handler
+    cli
+    HCALL 0x200                      # vector 0x43 requested while IF=0
+    sti
+    hlt
+after_hlt:
+    lea rsi, [rip + after_hlt]
+    mov rdi, r14
+    HCALL 0x100
+    jmp stop
+irq_handler:
+    mov r14, [rsp]
+    iretq
+""" + HANDLERS)
+    g.rec.on_call[0x200] = lambda vcpu, args: vcpu.request_interrupt(0x43)
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    frame_rip, after_hlt = g.rec.reports[0][:2]
+    assert frame_rip == after_hlt
+    assert g.rec.halts == 0
+
+
 def test_memory_shared_with_another_mapping(guest):
     g = guest(f"""
     mov rax, qword ptr [{DATA}]

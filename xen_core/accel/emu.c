@@ -705,6 +705,8 @@ int emu_get_sregs(struct emu_vcpu *v, uint64_t *s)
 
 const char *emu_error(struct emu_vcpu *v) { return v->err; }
 
+struct emu_exit *emu_exit_of(struct emu_vcpu *v) { return &v->exit; }
+
 void emu_set_c_hypercalls(struct emu_vcpu *v, int on) { v->c_hypercalls = on; }
 
 uint64_t emu_counter(struct emu_vcpu *v, int which)
@@ -1015,13 +1017,19 @@ out:
 
 /* ------------------------------------------------------ benchmarks */
 
+static void empty_block_hook(uc_engine *uc, uint64_t addr, uint32_t size, void *ud) {}
+
 /* The reference for the hook overhead: the same loop (`dec rcx; jnz`) in a
- * bare engine with no hook at all. Returns ns per iteration. */
-double emu_bench_bare_loop(uint64_t iterations)
+ * bare engine with no hook at all, or with only an empty C block hook.
+ * Returns ns per iteration. */
+double emu_bench_bare_loop(uint64_t iterations, int empty_block_hook_on)
 {
     uc_engine *uc;
+    uc_hook h;
     if (uc_open(UC_ARCH_X86, UC_MODE_64, &uc) != UC_ERR_OK)
         return -1;
+    if (empty_block_hook_on)
+        uc_hook_add(uc, &h, UC_HOOK_BLOCK, empty_block_hook, NULL, 1, 0);
     uc_mem_map(uc, 0, 0x10000, UC_PROT_ALL);
     static const uint8_t code[] = {0x48, 0xff, 0xc9, 0x75, 0xfb, 0xf4}; /* dec rcx; jnz; hlt */
     uc_mem_write(uc, 0x1000, code, sizeof(code));
