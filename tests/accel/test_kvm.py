@@ -605,6 +605,33 @@ def test_vcpu_and_state_errors(vm_factory):
     vcpu.close()
     with pytest.raises(RuntimeError, match="closed"):
         vcpu.run(Recorder())
+    with pytest.raises(RuntimeError, match="closed"):
+        vcpu.get_regs()
+    with pytest.raises(RuntimeError, match="closed"):
+        vcpu.get_sregs()
+    vcpu.request_stop()          # late kicks of a closed vCPU are harmless
+    vcpu.request_interrupt(0x20)
+    assert vcpu.pending_interrupt is None
+
+
+def test_new_boot_state_after_a_handler_raised_starts_clean(vm_factory):
+    vm = vm_factory()
+    sym = vm.mem.load(PROLOGUE32 + hypercall(1) + DONE + "second:\n" + "mov %eax, %edi\nmov %ebx, %esi\n"
+                      + hypercall(2) + DONE + DATA)
+    vcpu = vm.vcpu()
+
+    def on_hypercall(v, nr, args):
+        if nr == 1:
+            raise KeyError("handler bug")
+
+    with pytest.raises(KeyError):
+        vcpu.run(Recorder(on_hypercall=on_hypercall))
+    vcpu.set_boot_state(BootState(CpuMode.FLAT32, rip=sym["second"], regs={"rax": 0x77, "rbx": 5}))
+    handler = Recorder()
+    assert vcpu.run(handler) is RunResult.STOPPED
+    # the abandoned hypercall's result (rax = 0) did not land in the new state
+    assert handler.calls[0] == (2, (0x77, 5, 0, 0, 0, 0))
+    assert vcpu.get_regs()["rbx"] == 5
 
 
 def test_close_refuses_while_a_vcpu_runs(vm_factory):

@@ -366,11 +366,17 @@ static void xk_flat_segment(struct kvm_segment *s, uint16_t sel, uint8_t type,
     s->g = 1;
 }
 
+static void xk_settle(struct xk_vcpu *v);
+
 /* Flat segments as Xen's VCPU_HVM_MODE_32B/64B lay them out: code 0x08,
  * data 0x10, base 0, limit 4 GiB, accessed types (code 0xb, data 0x3). */
 int xk_vcpu_set_boot(struct xk_vcpu *v, int long64, uint64_t cr0, uint64_t cr3,
                      uint64_t cr4, uint64_t efer)
 {
+    /* An exit left half-done (a handler raised) must not complete into the
+     * new state: finish it first, and drop its answer. */
+    v->handed_out = 0;
+    xk_settle(v);
     struct kvm_sregs s;
     int r = xk_ioctl(v->fd, KVM_GET_SREGS, &s);
     if (r < 0)
@@ -475,6 +481,7 @@ static void xk_settle(struct xk_vcpu *v)
         return;
     __atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
     ioctl(v->fd, KVM_RUN, 0);
+    __atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
     v->cui_pending = 0;
     if (v->valid_mask & KVM_SYNC_X86_SREGS)
         v->sregs_fresh = 1;

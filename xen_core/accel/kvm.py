@@ -4,6 +4,14 @@ The run loop is C (`kvm.c`, module `_kvm`); it releases the GIL in KVM_RUN
 and comes back to Python only for exits the core must answer (hypercall,
 port I/O, the hypercall-page MSR, hlt). Everything else (interrupt windows,
 signals, unbacked MMIO, rdmsr of Xen's range) stays in C.
+
+kvm_pvm (this fleet's software KVM, no vmx/svm) emulates ring-0 code and
+fails with KVM_EXIT_INTERNAL_ERROR (emulation failure; RunResult.ERROR) on:
+`int $n` in 32- and 64-bit mode, 32-bit `iret`, `ldmxcsr`, `xgetbv`. It
+delivers exceptions and KVM_INTERRUPT vectors through a 64-bit IDT and runs
+`iretq`, `fxsave`, SSE moves, `swapgs`, `rdtsc`, `wrmsr`. Its interrupt
+window opens a few emulated instructions after `sti`, not right after the
+shadow. tests/accel/test_kvm.py pins the first of these.
 """
 from __future__ import annotations
 
@@ -308,6 +316,8 @@ class KvmVcpu:
         self._exc: BaseException | None = None
         self.running = False
         self.last_error = ""
+        # run()/close() against each other, and kicks against close()
+        self._lock = threading.Lock()
 
     # -- state ------------------------------------------------------------
     def set_boot_state(self, state: BootState) -> None:
@@ -337,12 +347,14 @@ class KvmVcpu:
         self._write_regs(regs)
 
     def get_regs(self) -> dict[str, int]:
+        self._check_open("get_regs")
         return dict(zip(GENERAL_REGS, ffi.unpack(self._regs, len(GENERAL_REGS))))
 
     def set_regs(self, regs: dict[str, int]) -> None:
         unknown = set(regs) - set(GENERAL_REGS)
         if unknown:
             raise ValueError(f"set_regs: unknown registers {sorted(unknown)}")
+        self._check_open("set_regs")
         self._write_regs(regs)
 
     def _write_regs(self, regs: dict[str, int]) -> None:
@@ -352,6 +364,7 @@ class KvmVcpu:
         lib.xk_vcpu_regs_dirty(self._v)
 
     def get_sregs(self) -> SpecialRegs:
+        self._check_open("get_sregs")
         out = ffi.new("uint64_t[6]")
         _check("KVM_GET_SREGS", lib.xk_vcpu_get_sregs(self._v, out))
         return SpecialRegs(cr0=out[0], cr2=out[1], cr3=out[2], cr4=out[3],
@@ -359,8 +372,9 @@ class KvmVcpu:
 
     # -- running ----------------------------------------------------------
     def run(self, handler: ExitHandler) -> RunResult:
-        self._check_idle("run")
-        self.running = True
+        with self._lock:
+            self._check_idle("run")
+            self.running = True
         self._handler = handler
         try:
             if self.dispatch == "callback":
@@ -422,27 +436,37 @@ class KvmVcpu:
         return RunResult.ERROR
 
     def request_stop(self) -> None:
-        lib.xk_vcpu_request_stop(self._v)
+        """From any thread; a no-op once the vCPU is closed."""
+        with self._lock:
+            if self._v is not None:
+                lib.xk_vcpu_request_stop(self._v)
 
     def request_interrupt(self, vector: int) -> None:
         if not 0 <= vector <= 255:
             raise ValueError(f"request_interrupt: vector {vector} out of range 0..255")
-        lib.xk_vcpu_request_interrupt(self._v, vector)
+        with self._lock:
+            if self._v is not None:
+                lib.xk_vcpu_request_interrupt(self._v, vector)
 
     @property
     def pending_interrupt(self) -> int | None:
-        vec = lib.xk_vcpu_pending_interrupt(self._v)
+        with self._lock:
+            vec = -1 if self._v is None else lib.xk_vcpu_pending_interrupt(self._v)
         return None if vec < 0 else vec
 
     def close(self) -> None:
-        if self._v is None:
-            return
-        self._check_idle("close")
-        lib.xk_vcpu_destroy(self._v)
-        self._v = None
+        with self._lock:
+            if self._v is None:
+                return
+            self._check_idle("close")
+            lib.xk_vcpu_destroy(self._v)
+            self._v = None
 
-    def _check_idle(self, what: str) -> None:
+    def _check_open(self, what: str) -> None:
         if self._v is None:
             raise RuntimeError(f"{what}: vcpu {self.id} is closed")
+
+    def _check_idle(self, what: str) -> None:
+        self._check_open(what)
         if self.running:
             raise RuntimeError(f"{what}: vcpu {self.id} is running")
