@@ -15,7 +15,7 @@ from xen_core.abi.cpuid import HYPERCALL_PAGE_MSR, XEN_CPUID_BASE
 from xen_core.accel import kvm
 from xen_core.accel.base import BootState, CpuMode, RunResult
 
-from .kvm_guest import (CODE, DATA, IDT, PML4, PROLOGUE32, TO_LONG64, GuestMemory,
+from .kvm_guest import (CODE, DATA, PML4, PROLOGUE32, TO_LONG64, GuestMemory,
                         Recorder, hypercall, toolchain_missing)
 
 _USABLE, _WHY = kvm.KvmAccelerator().usable()
@@ -85,6 +85,15 @@ def test_usable_names_the_problem_when_the_device_is_wrong(tmp_path):
     assert kvm.KvmAccelerator("/dev/null").usable() == (False, "/dev/null: not a KVM device")
     with pytest.raises(OSError, match="not a KVM device"):
         kvm.KvmAccelerator("/dev/null").create_machine()
+
+
+def test_usable_says_when_the_c_module_is_not_built(monkeypatch):
+    monkeypatch.setattr(kvm, "lib", None)
+    monkeypatch.setattr(kvm, "_IMPORT_ERROR", "No module named 'xen_core.accel._kvm'")
+    monkeypatch.setattr(kvm.KvmAccelerator, "_probes", {})
+    ok, why = kvm.KvmAccelerator().usable()
+    assert not ok
+    assert why == "xen_core.accel._kvm is not built (No module named 'xen_core.accel._kvm')"
 
 
 def test_tss_and_identity_map_outside_ram_and_special_pages():
@@ -570,6 +579,36 @@ def test_memory_map_errors_are_clear_and_change_nothing(vm_factory):
     handler = Recorder()
     assert vcpu.run(handler) is RunResult.STOPPED
     assert handler.calls[0][1][0] == 0xBEEF
+
+
+def test_kvm_refusing_a_slot_is_a_clear_error_and_changes_nothing(vm_factory):
+    vm = vm_factory(PROLOGUE32 + "mov 0x1000, %edi\n" + DONE)
+    slots = dict(vm.machine._slots)
+    with pytest.raises(OSError, match="KVM_SET_USER_MEMORY_REGION 0x300000.*Invalid argument"):
+        vm.machine.map_memory(0x300000, 0x1000, 0xFFFF800000000000)  # kernel address
+    with pytest.raises(OSError, match="Invalid argument"):
+        vm.machine.map_memory(1 << 52, 0x1000, kvm._host_addr(vm.mem.mem))
+    assert vm.machine._slots == slots
+    vm.mem.write(0x1000, struct.pack("<I", 0xF00D))
+    handler = Recorder()
+    assert vm.vcpu().run(handler) is RunResult.STOPPED
+    assert handler.calls[0][1][0] == 0xF00D
+
+
+def test_slot_over_unmapped_host_memory_does_not_harm_the_process(vm_factory):
+    import mmap
+    gone = mmap.mmap(-1, 0x1000)
+    addr = kvm._host_addr(gone)
+    gone.close()
+    vm = vm_factory(PROLOGUE32 + "mov 0x100000, %edi\n" + DONE)
+    vm.machine.unmap_memory(0x100000, 0x1000)
+    vm.machine.map_memory(0x100000, 0x1000, addr)
+    vcpu = vm.vcpu()
+    handler = Recorder()
+    result = vcpu.run(handler)
+    # KVM answers -EFAULT (ERROR); kvm_pvm treats the page as MMIO (all ones).
+    assert (result is RunResult.ERROR and "Bad address" in vcpu.last_error) or \
+        (result is RunResult.STOPPED and handler.calls[0][1][0] == 0xFFFFFFFF)
 
 
 def test_remap_after_unmap_uses_the_new_backing(vm_factory):
