@@ -731,6 +731,27 @@ def test_unmapped_physical_access_is_an_error_not_a_crash(guest):
     assert g.run() in (RunResult.ERROR, RunResult.TRIPLE_FAULT)
 
 
+def test_two_vcpus_share_memory_and_lock_atomics(guest):
+    """Two vCPUs on two threads: `lock inc` stays atomic between engines
+    (unicorn alone does not make it so) and both run to completion."""
+    g = guest(f"""
+    mov rcx, 300000
+1:  lock inc qword ptr [{DATA}]
+    dec rcx
+    jnz 1b
+    jmp stop
+""")
+    v1 = g.machine.create_vcpu(1)
+    v1.set_boot_state(BootState(CpuMode.FLAT32, CODE, {"rbx": 1}))
+    rec1, results = Recorder(), []
+    t = threading.Thread(target=lambda: results.append(v1.run(rec1)))
+    t.start()
+    assert g.run() is RunResult.STOPPED
+    t.join()
+    assert results == [RunResult.STOPPED]
+    assert struct.unpack_from("<Q", g.mem, DATA)[0] == 600000
+
+
 def _fds():
     return len(os.listdir("/proc/self/fd"))
 
