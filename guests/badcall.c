@@ -33,7 +33,10 @@ int guest_main(void)
     /* Starts in RAM, runs past its end: a partial copy is still -EFAULT. */
     void *straddle = (void *)(end - 16);
     struct xen_hvm_param hp = { .domid = DOMID_SELF, .index = HVM_NR_PARAMS };
+    struct xen_hvm_param hp_set = { .domid = DOMID_SELF, .index = HVM_NR_PARAMS + 5 };
+    struct xen_hvm_param hp_nodom = { .domid = 0x7000, .index = HVM_PARAM_STORE_PFN };
     struct sched_poll poll = { .ports = NULL, .nr_ports = 129, .timeout = 1 };
+    struct xen_feature_info fi = { .submap_idx = 1000 };
     long ver;
 
     printk("badcall: ram ends at %lx, probing %lx and %lx\n",
@@ -43,6 +46,7 @@ int guest_main(void)
 
     ver = HYPERVISOR_xen_version(XENVER_version, NULL);
     check("xen_version(version) major >= 3", ver >= (3L << 16), 1);
+    check("xen_version(pagesize, NULL)", HYPERVISOR_xen_version(XENVER_pagesize, NULL), 4096);
 
     /* Hypercall numbers Xen does not have. */
     check("hypercall 63", hypercall_nr(63, 0, 0, 0, 0, 0), -XEN_ENOSYS);
@@ -78,12 +82,28 @@ int guest_main(void)
           HYPERVISOR_memory_op(XENMEM_add_to_physmap, unmapped), -XEN_EFAULT);
     check("hvm_op(get_param, beyond RAM)",
           HYPERVISOR_hvm_op(HVMOP_get_param, beyond_ram), -XEN_EFAULT);
+    check("xen_version(get_features, unmapped)",
+          HYPERVISOR_xen_version(XENVER_get_features, unmapped), -XEN_EFAULT);
+    check("sched_op(shutdown_code, beyond RAM)",
+          HYPERVISOR_sched_op(SCHEDOP_shutdown_code, beyond_ram), -XEN_EFAULT);
+    check("memory_op(current_reservation, unmapped)",
+          HYPERVISOR_memory_op(XENMEM_current_reservation, unmapped), -XEN_EFAULT);
+    check("memory_op(memory_map, beyond RAM)",
+          HYPERVISOR_memory_op(XENMEM_memory_map, beyond_ram), -XEN_EFAULT);
+    check("vcpu_op(get_runstate_info, vcpu 0, unmapped)",
+          HYPERVISOR_vcpu_op(VCPUOP_get_runstate_info, 0, unmapped), -XEN_EFAULT);
 
     /* Bad values. */
     check("sched_op(poll, nr_ports = 129)",
           HYPERVISOR_sched_op(SCHEDOP_poll, &poll), -XEN_EINVAL);
     check("hvm_op(get_param, index = HVM_NR_PARAMS)",
           HYPERVISOR_hvm_op(HVMOP_get_param, &hp), -XEN_EINVAL);
+    check("hvm_op(set_param, index = HVM_NR_PARAMS + 5)",
+          HYPERVISOR_hvm_op(HVMOP_set_param, &hp_set), -XEN_EINVAL);
+    check("hvm_op(get_param, no such domain)",
+          HYPERVISOR_hvm_op(HVMOP_get_param, &hp_nodom), -XEN_ESRCH);
+    check("xen_version(get_features, submap 1000)",
+          HYPERVISOR_xen_version(XENVER_get_features, &fi), -XEN_EINVAL);
     check("vcpu_op(is_up, vcpu 4096)",
           HYPERVISOR_vcpu_op(VCPUOP_is_up, 4096, NULL), -XEN_ENOENT);
 

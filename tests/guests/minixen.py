@@ -16,7 +16,8 @@ import time
 from xen_core.abi.cpuid import HYPERCALL_PAGE_MSR, XEN_VERSION_MAJOR, XEN_VERSION_MINOR
 from xen_core.accel.base import HYPERCALL_PORT, RunResult
 
-EFAULT, EINVAL, ENOENT, ENOSYS = 14, 22, 2, 38
+EFAULT, EINVAL, ENOENT, ESRCH, ENOSYS = 14, 22, 2, 3, 38
+DOMID_SELF = 0x7FF0
 PAGE = 4096
 HVM_NR_PARAMS = 39
 
@@ -159,6 +160,14 @@ class MiniXen:
             if a[0] == 2:
                 self.copy_to(a[1], bytes(144))
                 return 0
+            if a[0] == 6:                                # get_features
+                idx, = struct.unpack("<I", self.copy_from(a[1], 4))
+                if idx != 0:
+                    return -EINVAL
+                self.copy_to(a[1] + 4, bytes(4))
+                return 0
+            if a[0] == 7:                                # pagesize
+                return -EINVAL if a[1] else PAGE
             return -ENOSYS
         if nr == 18:                                     # console_io
             if a[0] == 0:
@@ -174,6 +183,9 @@ class MiniXen:
             if a[0] == 2:
                 self.shutdown_reason, = struct.unpack("<I", self.copy_from(a[1], 4))
                 vcpu.request_stop()
+                return 0
+            if a[0] == 5:                                # shutdown_code
+                self.copy_from(a[1], 4)
                 return 0
             if a[0] == 3:
                 _, nr_ports, timeout = struct.unpack("<QI4xQ", self.copy_from(a[1], 24))
@@ -199,18 +211,31 @@ class MiniXen:
                 self.mem[off + 32:off + 64] = struct.pack("<IIQQIbB2x", 2, 0, tsc, now,
                                                           mul, shift, 1)
                 return 0
+            if a[0] == 3:                                # current_reservation
+                self.copy_from(a[1], 2)
+                return self.size // PAGE
+            if a[0] == 9:                                # memory_map
+                self.copy_from(a[1], 16)
+                return 0
             return -ENOSYS
         if nr == 34:                                     # hvm_op
             if a[0] in (0, 1):
                 domid, index, value = struct.unpack("<HxxIQ", self.copy_from(a[1], 16))
                 if index >= HVM_NR_PARAMS:
                     return -EINVAL
+                if domid not in (DOMID_SELF, 1):
+                    return -ESRCH
                 if a[0] == 1:
                     self.copy_to(a[1], struct.pack("<HxxIQ", domid, index, 0))
                 return 0
             return -ENOSYS
         if nr == 24:                                     # vcpu_op
-            return -ENOENT if a[1] != 0 else -ENOSYS
+            if a[1] != 0:
+                return -ENOENT
+            if a[0] == 4:                                # get_runstate_info
+                self.copy_to(a[2], bytes(48))
+                return 0
+            return -ENOSYS
         return -ENOSYS
 
     def run(self) -> RunResult:
