@@ -37,6 +37,7 @@ class Domain:
         self.max_vcpus = max_vcpus
         self.max_pages = max_pages
         self.lock = threading.RLock()
+        self.state_cond = threading.Condition(self.lock)  # a vCPU changed runstate
         self.pause_count = 1
         self.shutdown_reason: int | None = None
         self.shutdown_code: int | None = None   # SCHEDOP_shutdown_code, used at shutdown
@@ -118,6 +119,8 @@ class Domain:
             return "running"
 
     def pause(self) -> None:
+        """Synchronous, as Xen's domain_pause: returns once no vCPU runs
+        guest code (blocked vCPUs stay blocked)."""
         with self.lock:
             if self.dying:
                 raise XenError(xenabi.EINVAL, "domain is dying")
@@ -125,6 +128,10 @@ class Domain:
             vcpus = [v for v in self.vcpus if v is not None]
         for v in vcpus:
             v.stop()
+        me = threading.current_thread()
+        with self.lock:
+            while not self.dying and any(v.runstate == 0 and v.thread is not me for v in vcpus):
+                self.state_cond.wait()
 
     def unpause(self) -> None:
         with self.lock:

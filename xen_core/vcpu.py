@@ -53,6 +53,7 @@ class VCPU:
         now = system_time_ns()
         self.runstate_time[self.runstate] += now - self.runstate_entry
         self.runstate, self.runstate_entry = state, now
+        self.domain.state_cond.notify_all()
 
     def runstate_snapshot(self) -> tuple[int, int, list[int]]:
         with self.domain.lock:

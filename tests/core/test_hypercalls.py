@@ -59,6 +59,7 @@ def test_unknown_numbers_and_subops_are_enosys(dom, caplog):
 def test_xen_version(dom):
     assert call(dom, x.HYPERVISOR_xen_version, ver.XENVER_version, 0) == (4 << 16) | 17
     assert call(dom, x.HYPERVISOR_xen_version, ver.XENVER_pagesize, 0) == 4096
+    assert call(dom, x.HYPERVISOR_xen_version, ver.XENVER_pagesize, BUF) == -x.EINVAL
     assert call(dom, x.HYPERVISOR_xen_version, ver.XENVER_extraversion, BUF) == 0
     assert rd(dom, BUF, 16).rstrip(b"\0") == ver.EXTRAVERSION
     assert call(dom, x.HYPERVISOR_xen_version, ver.XENVER_capabilities, BUF) == 0

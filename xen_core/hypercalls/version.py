@@ -50,7 +50,7 @@ def do_xen_version(call, cmd, arg, *_):
             return -x.EINVAL
         call.copy_to(arg, struct.pack(v.FEATURE_INFO_FMT, idx, features(call.domain, idx)))
     elif cmd == v.XENVER_pagesize:
-        return 4096
+        return -x.EINVAL if arg else 4096   # Xen wants a NULL handle here
     elif cmd == v.XENVER_guest_handle:
         call.copy_to(arg, call.domain.handle)
     elif cmd in (v.XENVER_commandline, v.XENVER_build_id):
