@@ -502,6 +502,10 @@ def test_callback_dispatch_gives_the_same_results(vm_factory):
     assert handler.halts == 1
 
 
+def test_raw_out_trap_reference_runs():
+    assert kvm.raw_out_trap_ns(50) > 0
+
+
 def test_two_vms_run_at_once(vm_factory):
     vms = []
     for n in range(2):

@@ -163,6 +163,40 @@ def _probe(device: str) -> tuple[bool, str]:
         mem.close()
 
 
+class _StopAfter:
+    def __init__(self, n: int):
+        self.left = n
+
+    def hypercall(self, vcpu, nr, args):
+        self.left -= 1
+        if not self.left:
+            vcpu.request_stop()
+        return 0
+
+
+def raw_out_trap_ns(n: int = 20_000) -> float:
+    """ns per `out` to HYPERCALL_PORT answered entirely in C (KVM exit, rax
+    written back through the run page, no Python): the reference the
+    hypercall benchmarks compare against."""
+    import mmap
+    # 1: mov $0xff, %eax; out %eax, $HYPERCALL_PORT; jmp 1b   (flat 32-bit)
+    loop = bytes([0xB8, 0xFF, 0, 0, 0, 0xE7, HYPERCALL_PORT, 0xEB, 0xF7])
+    mem = mmap.mmap(-1, 2 * PAGE_SIZE)
+    mem[PAGE_SIZE:PAGE_SIZE + len(loop)] = loop
+    machine = KvmMachine()
+    try:
+        machine.map_memory(0, len(mem), _host_addr(mem))
+        vcpu = machine.create_vcpu(0)
+        vcpu.set_boot_state(BootState(CpuMode.FLAT32, rip=PAGE_SIZE))
+        vcpu.run(_StopAfter(1))  # first entry binds the thread, faults pages in
+        ns = _check("KVM_RUN", lib.xk_bench_out_loop(vcpu._v, n, 0))
+        vcpu.run(_StopAfter(1))  # settle the last exit
+        return ns / n
+    finally:
+        machine.close()
+        mem.close()
+
+
 def _host_addr(buf) -> int:
     """Host address of a writable buffer (an mmap of guest memory)."""
     return int(ffi.cast("uintptr_t", ffi.from_buffer(buf)))
