@@ -27,7 +27,19 @@ class XlError(click.ClickException):
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-@click.group(context_settings=CONTEXT)
+class XlGroup(click.Group):
+    """Turns any unexpected exception into one line and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as e:      # a bug: still one line, never a traceback
+            raise XlError(f"xl: internal error: {type(e).__name__}: {e}") from None
+
+
+@click.group(cls=XlGroup, context_settings=CONTEXT)
 @click.option("-v", "verbose", count=True, help="Verbose output (repeatable).")
 @click.option("-N", "dry_run", is_flag=True,
               help="Dry run: show what would be done, change nothing.")

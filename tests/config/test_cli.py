@@ -104,3 +104,14 @@ def test_installed_script():
                        cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["c_info"]["name"] == "demo"
+
+
+def test_unexpected_exception_is_one_line(monkeypatch, tmp_path):
+    import toolstack.xl as xl
+
+    def boom(*a, **k):
+        raise RuntimeError("kaput")
+    monkeypatch.setattr(xl, "load", boom)
+    r = run("create", "-n", str(ROOT / "examples/demo.cfg"))
+    assert r.exit_code == 1
+    assert r.stderr.strip().splitlines()[-1] == "xl: internal error: RuntimeError: kaput"
