@@ -17,7 +17,7 @@ from .abi import xen as xenabi
 from .abi.layout import PAGE_SHIFT, PAGE_SIZE
 from .accel.base import BootState
 from .memory import GuestFault, GuestMemory, SHARED_INFO_XENHEAP_INDEX
-from .vcpu import VCPU
+from .vcpu import VCPU, XenError  # noqa: F401  (XenError is re-exported)
 
 if TYPE_CHECKING:
     from .hypervisor import Hypervisor
@@ -286,11 +286,3 @@ class Domain:
                 "max_pages": self.max_pages,
                 "handle": self.handle.hex(),
             }
-
-
-class XenError(Exception):
-    """An error that reaches the guest or the dom0 caller as a Xen errno."""
-
-    def __init__(self, errno: int, message: str = ""):
-        super().__init__(message or xenabi.errno_name(errno))
-        self.errno = errno

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from .abi import shared_info as si
 from .abi import vcpu as vabi
 from .abi.cpuid import HYPERCALL_PAGE_MSR
+from .abi.xen import DOMID_SELF, ENOSYS, EPERM, ESRCH
 from .abi.layout import PAGE_SHIFT
 from .accel.base import RunResult
 from .memory import GuestFault, PagingState
@@ -21,6 +22,15 @@ from .time import rdtsc, system_time_ns
 
 if TYPE_CHECKING:
     from .domain import Domain
+
+
+class XenError(Exception):
+    """An error that reaches the guest or the dom0 caller as a Xen errno."""
+
+    def __init__(self, errno: int, message: str = ""):
+        from .abi.xen import errno_name
+        super().__init__(message or errno_name(errno))
+        self.errno = errno
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +40,9 @@ CONSOLE_DEBUG_PORT = 0xE9     # Bochs/QEMU debugcon: early output before the hyp
 class VCPU:
     def __init__(self, domain: "Domain", vcpu_id: int, engine_vcpu):
         self.domain = domain
+        self.core = domain.core
         self.id = vcpu_id
+        self.paging_cache: PagingState | None = None  # for one hypercall
         self.engine = engine_vcpu
         self.online = False          # VCPUOP_up / down; vCPU 0 comes up at build time
         self.initialised = False     # has a boot state
@@ -210,13 +222,43 @@ class VCPU:
     def paging_state(self) -> PagingState:
         return PagingState.of(self.engine.get_sregs())
 
+    # -- what a hypercall handler uses (this vCPU is Xen's `current`) ---------
+    def copy_from(self, gva: int, length: int) -> bytes:
+        """Guest-virtual read through this vCPU's page tables (GuestFault)."""
+        ps = self.paging_cache
+        if ps is None:
+            ps = self.paging_cache = self.paging_state()
+        return self.domain.memory.copy_from_guest(ps, gva, length)
+
+    def copy_to(self, gva: int, data: bytes) -> None:
+        ps = self.paging_cache
+        if ps is None:
+            ps = self.paging_cache = self.paging_state()
+        self.domain.memory.copy_to_guest(ps, gva, data)
+
+    def unknown(self, family: str, op: int) -> int:
+        self.domain.log_once(f"{family} {op}", f"{family} sub-op {op} not implemented: -ENOSYS")
+        return -ENOSYS
+
+    def target(self, domid: int):
+        """DOMID_SELF or the caller's own id is the caller; another domain
+        only for a privileged caller (Xen's XSM_TARGET default policy)."""
+        d = self.domain
+        if domid == DOMID_SELF or domid == d.domid:
+            return d
+        other = self.core.domains.get(domid)
+        if other is None:
+            raise XenError(ESRCH)
+        if not d.privileged:
+            raise XenError(EPERM)
+        return other
+
     # -- ExitHandler ---------------------------------------------------------
     def hypercall(self, engine_vcpu, nr: int, args) -> int:
-        from .hypercalls import dispatch
-        rc = dispatch(self, nr, tuple(args))
+        rc = _dispatch(self, nr, args)
         d = self.domain
         if d.pause_count and not d.dying and not d.is_shut_down():
-            self.engine.request_stop()
+            self.engine.request_stop()   # paused meanwhile: leave at this clean point
         return rc
 
     def wrmsr(self, engine_vcpu, msr: int, value: int) -> None:
@@ -237,3 +279,11 @@ class VCPU:
     def halt(self, engine_vcpu) -> None:
         # hlt wakes on an interrupt: the engine's pending vector, a timer, an event.
         self.block()
+
+
+def _dispatch(v, nr, args):
+    # Bound on first use: xen_core.hypercalls imports this module's users.
+    global _dispatch
+    from .hypercalls import dispatch
+    _dispatch = dispatch
+    return dispatch(v, nr, args)

@@ -8,7 +8,6 @@ from ..abi import xen as x
 from ..domain import XenError
 from ..memory import GuestFault
 from . import console, hvm, memory, sched, timer, vcpu, version
-from .call import Call
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +32,9 @@ def dispatch(v, nr: int, args: tuple) -> int:
     if handler is None:
         v.domain.log_once(f"hypercall {nr}", f"hypercall {nr} not implemented: -ENOSYS")
         return -x.ENOSYS
-    a = (tuple(args) + (0,) * 5)[:5]
+    v.paging_cache = None
     try:
-        return handler(Call(v), *a)
+        return handler(v, *args)
     except GuestFault as e:
         log.debug("d%d: hypercall %d: %s", v.domain.domid, nr, e)
         return -x.EFAULT
@@ -43,5 +42,5 @@ def dispatch(v, nr: int, args: tuple) -> int:
         return -e.errno
     except Exception:
         # A bug of ours: the guest gets an error, the core and the domain live on.
-        log.exception("d%d: hypercall %d%r failed", v.domain.domid, nr, a)
+        log.exception("d%d: hypercall %d%r failed", v.domain.domid, nr, tuple(args))
         return -x.EINVAL

@@ -6,19 +6,19 @@ from ..abi import xen as x
 from .call import s32
 
 
-def do_console_io(call, cmd, count, buffer, *_):
+def do_console_io(cur, cmd, count, buffer, *_):
     cmd, count = s32(cmd), count & 0xFFFF_FFFF
-    d = call.domain
+    d = cur.domain
     if cmd == x.CONSOLEIO_write:
         if count:
-            d.append_console(call.copy_from(buffer, count))
+            d.append_console(cur.copy_from(buffer, count))
         return 0
     if cmd == x.CONSOLEIO_read:
         with d.lock:
             data = bytes(d.console_input[:count])
         if data:
-            call.copy_to(buffer, data)
+            cur.copy_to(buffer, data)
             with d.lock:
                 del d.console_input[:len(data)]
         return len(data)
-    return call.unknown("console_io", cmd)
+    return cur.unknown("console_io", cmd)

@@ -32,15 +32,15 @@ def get_param(domain, index: int) -> int:
     return domain.hvm_params[index]
 
 
-def do_hvm_op(call, op, arg, *_):
+def do_hvm_op(cur, op, arg, *_):
     op = s32(op)
     if op not in (h.HVMOP_set_param, h.HVMOP_get_param):
-        return call.unknown("hvm_op", op)
-    domid, index, value = h.HVM_PARAM.unpack(call.copy_from(arg, h.HVM_PARAM.size))
+        return cur.unknown("hvm_op", op)
+    domid, index, value = h.HVM_PARAM.unpack(cur.copy_from(arg, h.HVM_PARAM.size))
     if index >= h.HVM_NR_PARAMS:
         return -x.EINVAL
-    d = call.target(domid)
+    d = cur.target(domid)
     if op == h.HVMOP_set_param:
-        return set_param(d, index, value, by_guest=d is call.domain and not d.privileged)
-    call.copy_to(arg, h.HVM_PARAM.pack(domid, index, get_param(d, index)))
+        return set_param(d, index, value, by_guest=d is cur.domain and not d.privileged)
+    cur.copy_to(arg, h.HVM_PARAM.pack(domid, index, get_param(d, index)))
     return 0

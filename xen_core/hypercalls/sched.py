@@ -20,8 +20,8 @@ def event_pending(domain, port: int) -> bool:
     return bool(word >> (port % 64) & 1)
 
 
-def _block(call) -> int:
-    v = call.vcpu
+def _block(cur) -> int:
+    v = cur
     # SCHEDOP_block re-enables event delivery, then blocks unless one is pending.
     v.set_vcpu_info_byte(si.VCPU_INFO_UPCALL_MASK, 0)
     if not v.vcpu_info_byte(si.VCPU_INFO_UPCALL_PENDING):
@@ -30,12 +30,12 @@ def _block(call) -> int:
     return 0
 
 
-def _poll(call, arg) -> int:
-    v, d = call.vcpu, call.domain
-    ports_gva, nr_ports, timeout = s.SCHED_POLL.unpack(call.copy_from(arg, s.SCHED_POLL.size))
+def _poll(cur, arg) -> int:
+    v, d = cur, cur.domain
+    ports_gva, nr_ports, timeout = s.SCHED_POLL.unpack(cur.copy_from(arg, s.SCHED_POLL.size))
     if nr_ports > s.SCHED_POLL_MAX_PORTS:
         return -x.EINVAL
-    raw = call.copy_from(ports_gva, 4 * nr_ports) if nr_ports else b""
+    raw = cur.copy_from(ports_gva, 4 * nr_ports) if nr_ports else b""
     ports = list(struct.unpack(f"<{nr_ports}I", raw))
     for port in ports:
         if port >= si.EVTCHN_2L_NR_CHANNELS:
@@ -52,42 +52,42 @@ def _poll(call, arg) -> int:
     return 0
 
 
-def _reason(call, arg) -> int:
-    (reason,) = s.SCHED_SHUTDOWN.unpack(call.copy_from(arg, s.SCHED_SHUTDOWN.size))
+def _reason(cur, arg) -> int:
+    (reason,) = s.SCHED_SHUTDOWN.unpack(cur.copy_from(arg, s.SCHED_SHUTDOWN.size))
     return reason & 0xFF   # Xen keeps the reason as a u8
 
 
-def do_sched_op(call, cmd, arg, *_):
+def do_sched_op(cur, cmd, arg, *_):
     cmd = s32(cmd)
-    d = call.domain
+    d = cur.domain
     if cmd == s.SCHEDOP_yield:
         os.sched_yield()
         return 0
     if cmd == s.SCHEDOP_block:
-        return _block(call)
+        return _block(cur)
     if cmd == s.SCHEDOP_shutdown:
-        reason = _reason(call, arg)
+        reason = _reason(cur, arg)
         d.shutdown(reason)
-        call.vcpu.engine.request_stop()
+        cur.engine.request_stop()
         return 0
     if cmd == s.SCHEDOP_shutdown_code:
-        reason = _reason(call, arg)
+        reason = _reason(cur, arg)
         with d.lock:
             d.shutdown_code = reason
         return 0
     if cmd == s.SCHEDOP_poll:
-        return _poll(call, arg)
+        return _poll(cur, arg)
     if cmd == s.SCHEDOP_remote_shutdown:
         domid, reason = s.SCHED_REMOTE_SHUTDOWN.unpack(
-            call.copy_from(arg, s.SCHED_REMOTE_SHUTDOWN.size))
-        target = call.core.domains.get(domid)
+            cur.copy_from(arg, s.SCHED_REMOTE_SHUTDOWN.size))
+        target = cur.core.domains.get(domid)
         if target is None:
             return -x.ESRCH
         if not d.privileged:
             return -x.EPERM
         target.shutdown(reason & 0xFF)
         return 0
-    return call.unknown("sched_op", cmd)
+    return cur.unknown("sched_op", cmd)
 
 
 __all__ = ["do_sched_op", "event_pending", "XenError"]

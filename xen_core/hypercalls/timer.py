@@ -13,8 +13,8 @@ def arm(v, timeout: int) -> None:
     v.timer.set(timeout)
 
 
-def do_set_timer_op(call, timeout, *_):
-    v = call.vcpu
+def do_set_timer_op(cur, timeout, *_):
+    v = cur
     with v.domain.lock:
         v.timer_pending = False
     if timeout == 0:

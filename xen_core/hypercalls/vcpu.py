@@ -31,13 +31,13 @@ def boot_state_from_hvm_context(raw: bytes) -> BootState:
     raise ValueError(f"vcpu_hvm_context mode {mode}")
 
 
-def _register_vcpu_info(call, v, arg) -> int:
-    mfn, offset, _ = va.REGISTER_VCPU_INFO.unpack(call.copy_from(arg, va.REGISTER_VCPU_INFO.size))
+def _register_vcpu_info(cur, v, arg) -> int:
+    mfn, offset, _ = va.REGISTER_VCPU_INFO.unpack(cur.copy_from(arg, va.REGISTER_VCPU_INFO.size))
     if offset > PAGE_SIZE - si.VCPU_INFO_SIZE:
         return -x.EINVAL
     if v.vcpu_info_gpa is not None:
         return -x.EINVAL   # Xen allows one registration per vCPU
-    mem = call.domain.memory
+    mem = cur.domain.memory
     try:
         mem.frame_of(mfn)
     except GuestFault:
@@ -51,16 +51,16 @@ def _register_vcpu_info(call, v, arg) -> int:
     return 0
 
 
-def do_vcpu_op(call, cmd, vcpuid, arg, *_):
+def do_vcpu_op(cur, cmd, vcpuid, arg, *_):
     cmd, vcpuid = s32(cmd), s32(vcpuid)
-    d = call.domain
+    d = cur.domain
     if not 0 <= vcpuid < d.max_vcpus:
         return -x.ENOENT
     if cmd == va.VCPUOP_is_up:
         v = d.vcpu(vcpuid)
         return int(v is not None and v.online)
     if cmd == va.VCPUOP_initialise:
-        raw = call.copy_from(arg, va.VCPU_HVM_CONTEXT_SIZE)
+        raw = cur.copy_from(arg, va.VCPU_HVM_CONTEXT_SIZE)
         v = d.vcpu(vcpuid)
         if v is not None and v.initialised:
             return -x.EEXIST
@@ -84,7 +84,7 @@ def do_vcpu_op(call, cmd, vcpuid, arg, *_):
             return 0
         with d.lock:
             v.online = False
-        if v is call.vcpu:
+        if v is cur:
             v.engine.request_stop()
         else:
             v.stop()
@@ -92,14 +92,14 @@ def do_vcpu_op(call, cmd, vcpuid, arg, *_):
     v = d.ensure_vcpu(vcpuid)
     if cmd == va.VCPUOP_get_runstate_info:
         state, entry, times = v.runstate_snapshot()
-        call.copy_to(arg, va.RUNSTATE_INFO.pack(state, entry, *times))
+        cur.copy_to(arg, va.RUNSTATE_INFO.pack(state, entry, *times))
         return 0
     if cmd == va.VCPUOP_register_vcpu_info:
-        return _register_vcpu_info(call, v, arg)
+        return _register_vcpu_info(cur, v, arg)
     if cmd == va.VCPUOP_set_singleshot_timer:
-        if v is not call.vcpu:
+        if v is not cur:
             return -x.EINVAL
-        timeout, flags = va.SET_SINGLESHOT_TIMER.unpack(call.copy_from(arg, va.SET_SINGLESHOT_TIMER.size))
+        timeout, flags = va.SET_SINGLESHOT_TIMER.unpack(cur.copy_from(arg, va.SET_SINGLESHOT_TIMER.size))
         if flags & va.VCPU_SSHOTTMR_future and timeout < system_time_ns():
             return -x.ETIME
         with d.lock:
@@ -107,8 +107,8 @@ def do_vcpu_op(call, cmd, vcpuid, arg, *_):
         arm(v, timeout)
         return 0
     if cmd == va.VCPUOP_stop_singleshot_timer:
-        if v is not call.vcpu:
+        if v is not cur:
             return -x.EINVAL
         v.timer.stop()
         return 0
-    return call.unknown("vcpu_op", cmd)
+    return cur.unknown("vcpu_op", cmd)

@@ -29,36 +29,36 @@ def features(domain, submap_idx: int) -> int:
     return submap
 
 
-def do_xen_version(call, cmd, arg, *_):
-    cmd = s32(cmd)
-    if cmd == v.XENVER_version:
+def do_xen_version(cur, cmd, arg, *_):
+    if cmd == v.XENVER_version:   # the hot null hypercall: no conversions first
         return v.VERSION
+    cmd = s32(cmd)
     if cmd == v.XENVER_extraversion:
-        call.copy_to(arg, _cstr(v.EXTRAVERSION, v.XEN_EXTRAVERSION_LEN))
+        cur.copy_to(arg, _cstr(v.EXTRAVERSION, v.XEN_EXTRAVERSION_LEN))
     elif cmd == v.XENVER_compile_info:
-        call.copy_to(arg, compile_info())
+        cur.copy_to(arg, compile_info())
     elif cmd == v.XENVER_capabilities:
-        call.copy_to(arg, _cstr(v.CAPABILITIES, v.XEN_CAPABILITIES_INFO_LEN))
+        cur.copy_to(arg, _cstr(v.CAPABILITIES, v.XEN_CAPABILITIES_INFO_LEN))
     elif cmd == v.XENVER_changeset:
-        call.copy_to(arg, _cstr(b"pyxen", v.XEN_CHANGESET_INFO_LEN))
+        cur.copy_to(arg, _cstr(b"pyxen", v.XEN_CHANGESET_INFO_LEN))
     elif cmd == v.XENVER_platform_parameters:
         # virt_start means nothing to an HVM/PVH guest: Xen reports 0.
-        call.copy_to(arg, bytes(v.PLATFORM_PARAMETERS_SIZE))
+        cur.copy_to(arg, bytes(v.PLATFORM_PARAMETERS_SIZE))
     elif cmd == v.XENVER_get_features:
-        idx, _ = struct.unpack(v.FEATURE_INFO_FMT, call.copy_from(arg, 8))
+        idx, _ = struct.unpack(v.FEATURE_INFO_FMT, cur.copy_from(arg, 8))
         if idx >= v.XENFEAT_NR_SUBMAPS:
             return -x.EINVAL
-        call.copy_to(arg, struct.pack(v.FEATURE_INFO_FMT, idx, features(call.domain, idx)))
+        cur.copy_to(arg, struct.pack(v.FEATURE_INFO_FMT, idx, features(cur.domain, idx)))
     elif cmd == v.XENVER_pagesize:
         return -x.EINVAL if arg else 4096   # Xen wants a NULL handle here
     elif cmd == v.XENVER_guest_handle:
-        call.copy_to(arg, call.domain.handle)
+        cur.copy_to(arg, cur.domain.handle)
     elif cmd in (v.XENVER_commandline, v.XENVER_build_id):
-        if not call.domain.privileged:
+        if not cur.domain.privileged:
             return -x.EPERM          # XSM_PRIV in Xen's default policy
         if cmd == v.XENVER_build_id:
             return -x.ENODATA        # no build id note in this hypervisor
-        call.copy_to(arg, _cstr(b"", v.XEN_COMMANDLINE_LEN))
+        cur.copy_to(arg, _cstr(b"", v.XEN_COMMANDLINE_LEN))
     else:
-        return call.unknown("xen_version", cmd)
+        return cur.unknown("xen_version", cmd)
     return 0
