@@ -243,6 +243,19 @@ def test_cpuid_leaf1_has_hypervisor_bit_and_apic_id(vm_factory):
     assert ebx >> 24 == 3
 
 
+def test_guest_tsc_is_the_host_tsc(vm_factory):
+    """The core publishes host TSC readings in vcpu_time_info."""
+    src = PROLOGUE32 + "rdtsc\nmov %eax, %edi\nmov %edx, %esi\n" + DONE
+    vm = vm_factory(src)
+    vcpu = vm.vcpu()
+    handler = Recorder()
+    before = kvm.lib.xk_host_tsc()
+    assert vcpu.run(handler) is RunResult.STOPPED
+    after = kvm.lib.xk_host_tsc()
+    lo, hi = handler.calls[0][1][:2]
+    assert before <= (hi << 32 | lo) <= after
+
+
 # -- MSRs, io, hlt -------------------------------------------------------------
 
 def test_wrmsr_of_hypercall_msr_reaches_handler(vm_factory):

@@ -22,6 +22,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <x86intrin.h>
 
 /* kvm.py hands registers over as GENERAL_REGS order: struct kvm_regs order. */
 _Static_assert(sizeof(struct kvm_regs) == 18 * 8, "kvm_regs layout");
@@ -258,6 +259,34 @@ static int xk_set_cpuid(struct xk_vcpu *v, int kvm_fd, const uint32_t *leaves,
     return r < 0 ? r : 0;
 }
 
+uint64_t xk_host_tsc(void) { return __rdtsc(); }
+
+/* The guest's TSC is the host's (offset 0), as on the software CPU: the core
+ * publishes host TSC readings in vcpu_time_info. KVM would otherwise start
+ * each vCPU's TSC at 0. */
+static int xk_zero_tsc_offset(struct xk_vcpu *v)
+{
+    uint64_t offset = 0;
+    struct kvm_device_attr attr = {
+        .group = KVM_VCPU_TSC_CTRL,
+        .attr = KVM_VCPU_TSC_OFFSET,
+        .addr = (uint64_t)(uintptr_t)&offset,
+    };
+    if (ioctl(v->fd, KVM_HAS_DEVICE_ATTR, &attr) == 0)
+        return xk_ioctl(v->fd, KVM_SET_DEVICE_ATTR, &attr) < 0 ? -errno : 0;
+    /* Older kernels: write IA32_TIME_STAMP_COUNTER (0x10) with the host's. */
+    struct {
+        struct kvm_msrs hdr;
+        struct kvm_msr_entry e;
+    } msrs;
+    memset(&msrs, 0, sizeof msrs);
+    msrs.hdr.nmsrs = 1;
+    msrs.e.index = 0x10;
+    msrs.e.data = __rdtsc();
+    int r = xk_ioctl(v->fd, KVM_SET_MSRS, &msrs);
+    return r == 1 ? 0 : (r < 0 ? r : -EINVAL);
+}
+
 struct xk_vcpu *xk_vcpu_create(int kvm_fd, int vm_fd, uint32_t id,
                                uint32_t hypercall_port,
                                const uint32_t *leaves, int nleaves, int *err)
@@ -296,6 +325,11 @@ struct xk_vcpu *xk_vcpu_create(int kvm_fd, int vm_fd, uint32_t id,
     /* SREGS too: the core reads CR3 for guest-virtual copies in most
      * hypercalls; syncing them costs ~0.2 us per exit here, a
      * KVM_GET_SREGS ~3 us (bench/accel_kvm.py). */
+    r = xk_zero_tsc_offset(v);
+    if (r < 0) {
+        *err = r;
+        goto fail_unmap;
+    }
     r = xk_vcpu_set_sync(v, KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS);
     if (r < 0) {
         *err = r;

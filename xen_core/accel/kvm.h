@@ -61,6 +61,7 @@ int xk_vcpu_run(struct xk_vcpu *v, struct xk_exit *ex, void *handle);
 void xk_vcpu_request_stop(struct xk_vcpu *v);
 void xk_vcpu_request_interrupt(struct xk_vcpu *v, int vector);
 int xk_vcpu_pending_interrupt(struct xk_vcpu *v);
+uint64_t xk_host_tsc(void);
 
 /* bench/accel_kvm.py: costs measured with no Python in the loop. */
 int64_t xk_bench_out_loop(struct xk_vcpu *v, uint64_t n, int ioctl_regs);
