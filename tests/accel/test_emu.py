@@ -35,6 +35,8 @@ CODE = 0x100000
 PML4, PDPT, PD, IDT = 0x200000, 0x201000, 0x202000, 0x203000
 STACK_TOP = 0x300000
 IST_STACK_TOP = 0x2F0000
+RSP0_TOP = 0x2E0000
+USER_STACK_TOP = 0x2D0000
 DATA = 0x380000
 UNMAPPED = 0x40000000       # beyond the 4 MiB the guest page tables map
 REPORT, STOP = 0x100, 0x101
@@ -65,10 +67,10 @@ _start:
     mov esp, 0x2ff000
     push ebx                     # the stack works in 32-bit flat mode
     pop edi
-    mov dword ptr [{PML4}], {PDPT} + 3
-    mov dword ptr [{PDPT}], {PD} + 3
-    mov dword ptr [{PD}], 0x83
-    mov dword ptr [{PD} + 8], 0x200083
+    mov dword ptr [{PML4}], {PDPT} + 7   # present, writable, user
+    mov dword ptr [{PDPT}], {PD} + 7
+    mov dword ptr [{PD}], 0x87
+    mov dword ptr [{PD} + 8], 0x200087
     lgdt [gdt_ptr]
     mov eax, cr4
     or eax, 0x20
@@ -93,6 +95,7 @@ long_entry:
     mov ss, ax
     mov rsp, {STACK_TOP}
     mov qword ptr [tss + 4 + 0x20], {IST_STACK_TOP}  # IST1
+    mov qword ptr [tss + 4], {RSP0_TOP}               # RSP0
     lea rax, [rip + tss]             # 64-bit TSS descriptor at 0x18
     mov word ptr [gdt + 0x18], 103
     mov word ptr [gdt + 0x1a], ax
@@ -106,7 +109,8 @@ long_entry:
     jmp body
 .align 8
 gdt: .quad 0, 0x00af9a000000ffff, 0x00cf92000000ffff, 0, 0
-gdt_ptr: .word 39
+    .quad 0x00cff2000000ffff, 0x00affa000000ffff   # 0x28 user data, 0x30 user code
+gdt_ptr: .word 55
     .quad gdt
 idt_ptr: .word 4095
     .quad IDT
@@ -236,6 +240,15 @@ def test_boot_state_registers_reach_guest(guest):
     g.vcpu.set_boot_state(BootState(CpuMode.FLAT32, CODE, {"rbx": 7, "rsi": 0x1234}))
     g.run()
     assert g.rec.reports[0][0] == 7  # rdi = ebx
+
+
+def test_boot_state_again_after_running(guest):
+    """vcpu_op initialise of a vCPU that already ran: back to flat 32-bit."""
+    g = guest(f"HCALL {REPORT}\njmp stop")
+    assert g.run() is RunResult.STOPPED
+    g.vcpu.set_boot_state(BootState(CpuMode.FLAT32, CODE, {"rbx": 99}))
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    assert [r[0] for r in g.rec.reports] == [0x5A17, 99]
 
 
 def test_hypercall_arguments_and_return(guest):
@@ -625,6 +638,66 @@ irq_handler:
     frame_rip, after_hlt = g.rec.reports[0][:2]
     assert frame_rip == after_hlt
     assert g.rec.halts == 0
+
+
+def test_events_from_user_mode_switch_to_ring0(guest):
+    """int3 (DPL-3 gate), an interrupt and #UD raised at CPL3 enter the ring-0
+    handler on the TSS.RSP0 stack with the user CS/SS/RSP in the frame; iretq
+    returns to ring 3."""
+    g = guest(GATES + f"""
+    SETGATE 3, r3_bp_handler, 0xee
+    SETGATE 6, r3_ud_handler
+    SETGATE 0x44, r3_irq_handler
+    HCALL 0x200                      # the core requests vector 0x44 (IF=0)
+    push 0x2b                        # ss = user data | 3
+    push {USER_STACK_TOP}
+    push 0x202                       # rflags: IF
+    push 0x33                        # cs = user code | 3
+    lea rax, [rip + user]
+    push rax
+    iretq
+user:
+    int3
+    mov rcx, 100000
+1:  dec rcx
+    jnz 1b
+    ud2
+r3_bp_handler:
+    mov rdi, 3
+    mov rsi, [rsp + 8]               # cs in the frame
+    mov rdx, [rsp + 32]              # ss
+    mov r10, [rsp + 24]              # user rsp
+    mov r8, rsp
+    mov r9, cs
+    HCALL 0x100
+    iretq
+r3_irq_handler:
+    mov rdi, 0x44
+    mov rsi, [rsp + 8]
+    mov rdx, [rsp + 32]
+    mov r10, [rsp + 24]
+    mov r8, rsp
+    mov r9, cs
+    HCALL 0x100
+    iretq
+r3_ud_handler:
+    mov rdi, 6
+    mov rsi, [rsp + 8]
+    mov rdx, [rsp + 32]
+    mov r10, [rsp + 24]
+    mov r8, rsp
+    mov r9, cs
+    HCALL 0x100
+    jmp stop
+""" + HANDLERS)
+    g.rec.on_call[0x200] = lambda vcpu, args: vcpu.request_interrupt(0x44)
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    # iretq sets IF: the pending interrupt is taken at the first user insn
+    assert [r[0] for r in g.rec.reports] == [0x44, 3, 6]
+    for vec, frame_cs, frame_ss, user_rsp, handler_rsp, handler_cs in g.rec.reports:
+        assert (frame_cs, frame_ss, handler_cs) == (0x33, 0x2B, 0x08)
+        assert user_rsp == USER_STACK_TOP
+        assert handler_rsp == RSP0_TOP - 5 * 8    # no error code for these
 
 
 def test_memory_shared_with_another_mapping(guest):

@@ -57,7 +57,7 @@ enum stop_reason { R_NONE, R_ASYNC, R_TRIPLE, R_ERROR, R_SITES };
 /* Offsets inside a uc_context, found by emu_calibrate(). */
 static struct {
     int done;
-    long error_code, is_int, old_exception, hflags;
+    long error_code, is_int, old_exception, hflags, seg_cs;
 } cal;
 
 struct mem_op {
@@ -303,44 +303,139 @@ static bool vector_has_error_code(int vec)
            vec == 29 || vec == 30;
 }
 
+/* Supervisor-mode ("implicit") accesses to the IDT, GDT, TSS and the new
+ * stack walk the guest's 4-level page tables here: unicorn's vmem helpers
+ * translate with the current CPL, and a ring-3 interrupt must reach
+ * supervisor-only pages. Returns 0 and the physical address, or -1. */
+static int gva_to_gpa(struct emu_vcpu *v, uint64_t va, uint64_t *pa)
+{
+    uint64_t cr0 = rreg(v->uc, UC_X86_REG_CR0);
+    if (!(cr0 & (1ull << 31))) {
+        *pa = va;
+        return 0;
+    }
+    uint64_t table = rreg(v->uc, UC_X86_REG_CR3) & 0x000ffffffffff000ull;
+    for (int level = 3; level >= 0; level--) {
+        uint64_t e;
+        int idx = (va >> (12 + 9 * level)) & 511;
+        if (uc_mem_read(v->uc, table + idx * 8, &e, 8) != UC_ERR_OK || !(e & 1))
+            return -1;
+        uint64_t frame = e & 0x000ffffffffff000ull;
+        if (level > 0 && level < 3 && (e & 0x80)) { /* 1 GiB / 2 MiB page */
+            uint64_t mask = (1ull << (12 + 9 * level)) - 1;
+            *pa = (frame & ~mask) | (va & mask);
+            return 0;
+        }
+        table = frame;
+    }
+    *pa = table | (va & 0xfff);
+    return 0;
+}
+
+static int sys_access(struct emu_vcpu *v, uint64_t va, void *buf, size_t len, bool write)
+{
+    uint8_t *b = buf;
+    while (len) {
+        uint64_t pa;
+        size_t chunk = 4096 - (va & 0xfff);
+        if (chunk > len)
+            chunk = len;
+        if (gva_to_gpa(v, va, &pa))
+            return -1;
+        uc_err e = write ? uc_mem_write(v->uc, pa, b, chunk) : uc_mem_read(v->uc, pa, b, chunk);
+        if (e != UC_ERR_OK)
+            return -1;
+        va += chunk;
+        b += chunk;
+        len -= chunk;
+    }
+    return 0;
+}
+
+#define DESC_P (1u << 15)
+#define DESC_S (1u << 12)
+#define DESC_CODE (1u << 11)
+#define DESC_L (1u << 21)
+#define HF_CPL_MASK 3u
+#define HF_CS32 (1u << 4)
+#define HF_SS32 (1u << 5)
+#define HF_ADDSEG (1u << 6)
+#define HF_CS64 (1u << 15)
+
+/* QEMU's SegmentCache: selector, base, limit, flags (high descriptor word). */
+struct seg_cache {
+    uint32_t selector;
+    uint64_t base;
+    uint32_t limit;
+    uint32_t flags;
+};
+
+/* Enter a more privileged 64-bit code segment as an interrupt does (SDM
+ * 6.14.2): CS from the gate's descriptor, SS = NULL with RPL = new CPL.
+ * Unicorn's API only writes selectors in 64-bit mode, so the hidden parts
+ * and QEMU's CPL/mode flags are written through a context snapshot. */
+static void load_inner_cs_ss(struct emu_vcpu *v, uint16_t sel, uint32_t e2, int dpl)
+{
+    uc_context_save(v->uc, v->ctx);
+    char *c = (char *)v->ctx;
+    struct seg_cache cs = {(sel & ~3u) | dpl, 0, 0xffffffff, e2};
+    struct seg_cache ss = {(uint32_t)dpl, 0, 0, (uint32_t)dpl << 13};
+    memcpy(c + cal.seg_cs, &cs, sizeof(cs));
+    memcpy(c + cal.seg_cs + sizeof(struct seg_cache), &ss, sizeof(ss));
+    uint32_t hf;
+    memcpy(&hf, c + cal.hflags, 4);
+    hf = (hf & ~(HF_CPL_MASK | HF_SS32 | HF_ADDSEG)) | HF_CS32 | HF_CS64 | dpl;
+    memcpy(c + cal.hflags, &hf, 4);
+    uc_context_restore(v->uc, v->ctx);
+}
+
 /* Deliver one event through the 64-bit IDT as the CPU would (Intel SDM
- * vol. 3 6.14): gate, optional IST stack, 16-byte aligned frame SS RSP
- * RFLAGS CS RIP [error], IF cleared for interrupt gates.
- * Returns 0, or -1 when delivery itself faults (the caller escalates). */
+ * vol. 3 6.14): gate, stack from the TSS (privilege change or IST),
+ * 16-byte aligned frame SS RSP RFLAGS CS RIP [error], IF cleared for
+ * interrupt gates. Returns 0, -1 when delivery itself faults (the caller
+ * escalates), -2 for what this engine cannot do. */
 static int deliver64(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bool soft)
 {
     uc_engine *uc = v->uc;
-    uc_x86_mmr idtr = {0}, tr = {0};
+    uc_x86_mmr idtr = {0}, gdtr = {0}, tr = {0};
     uc_reg_read(uc, UC_X86_REG_IDTR, &idtr);
     if ((uint64_t)vec * 16 + 15 > idtr.limit)
         return -1;
     uint8_t g[16];
-    if (uc_vmem_read(uc, idtr.base + vec * 16, UC_PROT_READ, g, 16) != UC_ERR_OK)
+    if (sys_access(v, idtr.base + vec * 16, g, 16, false))
         return -1;
     uint16_t sel = g[2] | g[3] << 8;
-    int ist = g[4] & 7, type = g[5] & 0xf, dpl = (g[5] >> 5) & 3, present = g[5] >> 7;
+    int ist = g[4] & 7, type = g[5] & 0xf, gate_dpl = (g[5] >> 5) & 3, present = g[5] >> 7;
     uint64_t target = (uint64_t)(g[0] | g[1] << 8) | (uint64_t)(g[6] | g[7] << 8) << 16 |
                       (uint64_t)(g[8] | g[9] << 8 | g[10] << 16 | (uint32_t)g[11] << 24) << 32;
     if (!present || (type != 0xe && type != 0xf))
         return -1;
     uint64_t cs = rreg(uc, UC_X86_REG_CS), ss = rreg(uc, UC_X86_REG_SS);
     int cpl = cs & 3;
-    if (soft && dpl < cpl)
+    if (soft && gate_dpl < cpl)
         return -1;
-    if ((sel & 3) != cpl) {
-        /* Changing privilege needs the hidden CS/SS parts, which unicorn's
-         * API cannot load in 64-bit mode. */
-        set_err(v, "event %d: privilege change %d->%d not supported", vec, cpl, sel & 3);
+    /* The target code segment descriptor decides the new CPL. */
+    uint32_t e[2];
+    uc_reg_read(uc, UC_X86_REG_GDTR, &gdtr);
+    if ((sel & ~3u) == 0 || (sel & 4) || (sel | 7u) > gdtr.limit ||
+        sys_access(v, gdtr.base + (sel & ~7u), e, 8, false))
+        return -1;
+    uint32_t e2 = e[1];
+    int dpl = (e2 >> 13) & 3;
+    if ((e2 & (DESC_P | DESC_S | DESC_CODE)) != (DESC_P | DESC_S | DESC_CODE) || dpl > cpl)
+        return -1;
+    if (!(e2 & DESC_L)) {
+        set_err(v, "event %d: handler segment %#x is not 64-bit", vec, sel);
         return -2;
     }
     uint64_t rsp = rreg(uc, UC_X86_REG_RSP), rip = rreg(uc, UC_X86_REG_RIP);
     uint64_t rflags = rreg(uc, UC_X86_REG_RFLAGS);
     uint64_t new_rsp = rsp;
-    if (ist) {
+    if (ist || dpl < cpl) {
+        /* 64-bit TSS: RSP0..2 at 4, IST1..7 at 0x24. */
+        uint32_t off = ist ? 0x24 + (ist - 1) * 8 : 4 + dpl * 8;
         uc_reg_read(uc, UC_X86_REG_TR, &tr);
-        if (0x24u + ist * 8 + 7 > tr.limit)
-            return -1;
-        if (uc_vmem_read(uc, tr.base + 0x24 + (ist - 1) * 8, UC_PROT_READ, &new_rsp, 8))
+        if (off + 7 > tr.limit || sys_access(v, tr.base + off, &new_rsp, 8, false))
             return -1;
     }
     new_rsp &= ~0xfull;
@@ -354,15 +449,17 @@ static int deliver64(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bo
     frame[n++] = rsp;
     frame[n++] = ss;
     new_rsp -= n * 8;
-    if (uc_vmem_write(uc, new_rsp, UC_PROT_WRITE, frame, n * 8) != UC_ERR_OK)
+    if (sys_access(v, new_rsp, frame, n * 8, true))
         return -1;
+    if (dpl < cpl)
+        load_inner_cs_ss(v, sel, e2, dpl);
+    else if (sel != cs)
+        wreg(uc, UC_X86_REG_CS, (sel & ~3u) | cpl);
     rflags &= ~((1ull << 8) | (1ull << 14) | (1ull << 16) | (1ull << 17)); /* TF NT RF VM */
     if (type == 0xe)
         rflags &= ~RFLAGS_IF;
     wreg(uc, UC_X86_REG_RSP, new_rsp);
     wreg(uc, UC_X86_REG_RFLAGS, rflags);
-    if (sel != cs)
-        wreg(uc, UC_X86_REG_CS, sel);
     wreg(uc, UC_X86_REG_RIP, target);
     return 0;
 }
@@ -1040,6 +1137,24 @@ int emu_calibrate(char *err, size_t errlen)
     p.want_block2 = 0x4202;
     wreg(uc, UC_X86_REG_RSP, rsp);
     uc_emu_start(uc, 0x4200, NEVER_PC, 0, 100);
+    /* In 64-bit mode the API writes selectors only: find CS's cache. */
+    uc_context *sel = NULL;
+    uc_context_alloc(uc, &sel);
+    uc_context_restore(uc, reset);
+    wreg(uc, UC_X86_REG_CS, 0x5a58);
+    wreg(uc, UC_X86_REG_SS, 0x6c68);
+    uc_context_save(uc, sel);
+    long csoff = -1;
+    int ncs = 0;
+    for (long off = 0; off + 4 <= (long)size; off += 4)
+        if (at32(sel, off) == 0x5a58 && off + 24 + 4 <= (long)size && at32(sel, off + 24) == 0x6c68)
+            csoff = off, ncs++;
+    uc_context_free(sel);
+    if (ncs != 1) {
+        snprintf(err, errlen, "segment cache layout not recognised (%d candidates)", ncs);
+        goto out;
+    }
+    cal.seg_cs = csoff;
     if (gp_vec != 13 || gp_rip != 0x4004 || i3_vec != 3) {
         snprintf(err, errlen, "probe runs: #GP vector %d at %#llx, int3 vector %d", gp_vec,
                  (unsigned long long)gp_rip, i3_vec);
@@ -1061,6 +1176,9 @@ int emu_calibrate(char *err, size_t errlen)
     }
     if (nec == 1)
         ii = ec + 4, nii = 1;
+    /* hflags in 64-bit mode has LMA (bit 14) and CS64 (bit 15) set. */
+    if (nhf == 1 && (at32(s1, hf) & 0xc000) != 0xc000)
+        nhf = 0;
     if (nec != 1 || nii != 1 || noe != 1 || nhf != 1) {
         snprintf(err, errlen,
                  "context layout not recognised (candidates: error_code %d, is_int %d, "
