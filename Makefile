@@ -11,7 +11,7 @@ APT_PACKAGES := xenstore-utils libxen-dev xen-utils-4.17 gcc make
 .PHONY: demo test deps venv guests bench clean
 
 demo: venv guests
-	$(VENV)/bin/xl create -n examples/demo.cfg
+	$(PY) -m toolstack.boot guests/build/hello.elf
 
 test: deps venv guests
 	$(PY) -m pytest -q
