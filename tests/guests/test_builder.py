@@ -4,7 +4,6 @@ import struct
 
 import pytest
 
-from elftools.elf.elffile import ELFFile  # noqa: F401  (pyelftools present)
 
 from toolstack.builder.elf import BuildError, load_kernel, parse_notes
 from toolstack.builder.pvh import build_pvh
