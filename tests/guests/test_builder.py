@@ -4,7 +4,6 @@ import struct
 
 import pytest
 
-
 from toolstack.builder.elf import BuildError, load_kernel, parse_notes
 from toolstack.builder.pvh import build_pvh
 from xen_core.abi import hvm_start_info as abi
