@@ -111,3 +111,56 @@ def parse(lib, data: bytes, names, source="test.cfg"):
     finally:
         lib.xlu_cfg_destroy(cfg)
         rep.close()
+
+
+class DeviceParsers:
+    """xlu_disk_parse / xlu_vif_parse_rate, their results read back as JSON
+    through libxenlight's own generator (libxl_device_*_to_json, ctx NULL)."""
+
+    def __init__(self, lib):
+        self.lib = lib
+        self.xl = ctypes.CDLL("libxenlight.so.4.17")
+        libc = lib._libc
+        libc.free.argtypes = [ctypes.c_void_p]
+        for name in ("libxl_device_disk_to_json", "libxl_device_nic_to_json"):
+            getattr(self.xl, name).restype = ctypes.c_void_p
+        self.report = Report(lib)
+        self.cfg = lib.xlu_cfg_init(self.report.fp, b"test.cfg")
+
+    def _json(self, fn, buf):
+        p = fn(None, buf)
+        try:
+            return ctypes.string_at(p).decode() if p else None
+        finally:
+            self.lib._libc.free(p)
+
+    def disk(self, spec: str):
+        """(errno, libxl JSON of the disk or None)."""
+        buf = ctypes.create_string_buffer(4096)      # > sizeof(libxl_device_disk)
+        self.xl.libxl_device_disk_init(buf)
+        specs = (ctypes.c_char_p * 1)(spec.encode())
+        rc = self.lib.xlu_disk_parse(ctypes.c_void_p(self.cfg), 1, specs, buf)
+        out = None if rc else self._json(self.xl.libxl_device_disk_to_json, buf)
+        self.xl.libxl_device_disk_dispose(buf)
+        return rc, out
+
+    def rate(self, rate: str):
+        """(errno, (bytes per interval, interval µs) or None)."""
+        import json
+        buf = ctypes.create_string_buffer(8192)      # > sizeof(libxl_device_nic)
+        self.xl.libxl_device_nic_init(buf)
+        rc = self.lib.xlu_vif_parse_rate(ctypes.c_void_p(self.cfg), rate.encode(), buf)
+        doc = json.loads(self._json(self.xl.libxl_device_nic_to_json, buf))
+        self.xl.libxl_device_nic_dispose(buf)
+        if rc:
+            return rc, None
+        return rc, (doc.get("rate_bytes_per_interval", 0), doc.get("rate_interval_usecs", 0))
+
+
+def device_parsers(lib):
+    if lib is None:
+        return None
+    try:
+        return DeviceParsers(lib)
+    except OSError:
+        return None

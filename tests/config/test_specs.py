@@ -107,6 +107,8 @@ def test_disk_errors(spec, msg):
     ("100Kb/s@500us", (6, 500)), ("1Gb/s@1s", (125000000, 1000000)),
     ("5B/s@2", (10, 2000000)), ("8b/s", (0, 50000)), ("3KB/s", (150, 50000)),
     ("1GB/s", (50000000, 50000)), ("7Mb/s@100ms", (87500, 100000)),
+    # strtoull(.., 0) in libxlutil: a leading 0 makes the number octal.
+    ("012B/s@1", (10, 1000000)), ("020B/s", (0, 50000)), ("10B/s@010ms", (0, 8000)),
 ])
 def test_rate_conversion(rate, expect):
     assert parse_rate(rate) == expect

@@ -27,9 +27,13 @@ def _vif_err(source, msg, text):
     return ConfigError(f"config parsing error in vif: {msg} in `{text}'", source)
 
 
-def _leading_int(text):
-    m = re.match(r"[0-9]+", text)
-    return int(m.group()), text[m.end():]
+def _strtoull0(text):
+    """C strtoull(text, &rest, 0) on a string of digits: a leading 0 means
+    octal, and parsing stops at the first digit that is not octal."""
+    m = re.match(r"0[0-7]*|[1-9][0-9]*", text)
+    digits = m.group()
+    value = int(digits, 8) if digits[0] == "0" else int(digits)
+    return value, text[m.end():]
 
 
 def parse_rate(rate: str, source="command line"):
@@ -39,7 +43,8 @@ def parse_rate(rate: str, source="command line"):
         raise _vif_err(source, "no rate specified", rate)
     if not _RATE_RE.match(amount):
         raise _vif_err(source, "invalid rate", amount)
-    bytes_per_sec, rest = _leading_int(amount)
+    # The rest pointer is where strtoull stopped, as in libxlu_vif.c.
+    bytes_per_sec, rest = _strtoull0(amount)
     if bytes_per_sec == 0 or bytes_per_sec > UINT32_MAX:
         raise _vif_err(source, "rate overflow", amount)
     bytes_per_sec *= {"G": 10**9, "M": 10**6, "K": 10**3}.get(rest[0], 1)
@@ -49,10 +54,10 @@ def parse_rate(rate: str, source="command line"):
     if "@" in rate:
         if not _INTERVAL_RE.match(interval):
             raise _vif_err(source, "invalid replenishment interval", interval)
-        usecs, unit = _leading_int(interval)
+        usecs, unit = _strtoull0(interval)
         if usecs == 0 or usecs > UINT32_MAX:
             raise _vif_err(source, "replenishment interval overflow", interval)
-        if unit in ("s", ""):
+        if unit[:1] in ("s", ""):
             usecs *= 10**6
         elif unit[0] == "m":
             usecs *= 10**3
