@@ -231,11 +231,6 @@ class Domain:
         self.machine.invalidate_code(gpa, PAGE_SIZE)
         self.hypercall_page_gfn = gpa >> PAGE_SHIFT
 
-    def tsc_offset(self, vcpu: VCPU) -> int:
-        """Guest TSC minus host TSC (an engine that offsets the guest's TSC
-        says so with a `tsc_offset` attribute)."""
-        return int(getattr(vcpu.engine, "tsc_offset", 0) or 0)
-
     # -- console -------------------------------------------------------------
     def append_console(self, data: bytes) -> None:
         with self.lock:

@@ -193,7 +193,7 @@ class VCPU:
             version = int.from_bytes(mem.read_phys(gpa, 4), "little")
             version |= 1  # odd: an update is in progress
             mem.write_phys(gpa, version.to_bytes(4, "little"))
-            tsc = rdtsc() + self.domain.tsc_offset(self)
+            tsc = rdtsc()   # both engines give the guest the host TSC (offset 0)
             now = system_time_ns()
             body = si.VCPU_TIME_INFO.pack(version, 0, tsc, now, mul, shift,
                                           si.XEN_PVCLOCK_TSC_STABLE_BIT)
