@@ -37,10 +37,11 @@ class XenStoreServer:
         self.rings: dict[int, "RingConnection"] = {}
         self.listeners: list = []
         self.loop = None
+        self.debug = log.isEnabledFor(logging.DEBUG)
 
     @property
     def tracing(self) -> bool:
-        return self.store.trace or log.isEnabledFor(logging.DEBUG)
+        return self.store.trace or self.debug
 
     # ---- request path shared by both transports ---------------------------
     def run_requests(self, transport, msgs) -> bytes:
@@ -49,7 +50,7 @@ class XenStoreServer:
         store = self.store
         process = self.handler.process
         out = []
-        trace = self.tracing
+        trace = store.trace or self.debug
         for mtype, req_id, tx_id, payload in msgs:
             if trace:
                 self._trace("IN", conn, mtype, req_id, tx_id, payload)

@@ -22,6 +22,8 @@ _valid_chars = re.compile(r"[A-Za-z0-9/_@-]*").fullmatch
 _local_prefix = re.compile(r"/local/domain/\d{1,5}/").match
 
 SPECIAL_WATCHES = ("@introduceDomain", "@releaseDomain")
+# Paths already found well-formed (the check is a pure function of the path).
+_VALID_PATH_CACHE = 1 << 16
 DOMID_FIRST_RESERVED = 0x7FF0
 
 # Size of a node record as xenstored's quota sees it: struct
@@ -113,6 +115,7 @@ class Store:
         self.quota_soft = {"memory": 0}
         self.priv_domid = priv_domid
         self.nodes: dict[str, Node] = {}
+        self._valid_paths: set[str] = set()
         self.generation = 0
         self.nodecount: dict[int, int] = {}
         self.connections: dict[int, Connection] = {}
@@ -157,9 +160,13 @@ class Store:
             if not path or path[0] == "@" or len(path) > XENSTORE_REL_PATH_MAX:
                 raise XsError("EINVAL", f"invalid path {path!r}")
             path = conn.home + "/" + path
-        if (len(path) > XENSTORE_ABS_PATH_MAX or "//" in path
-                or (path[-1] == "/" and path != "/") or not _valid_chars(path)):
-            raise XsError("EINVAL", f"invalid path {path!r}")
+        if path not in self._valid_paths:
+            if (len(path) > XENSTORE_ABS_PATH_MAX or "//" in path
+                    or (path[-1] == "/" and path != "/") or not _valid_chars(path)):
+                raise XsError("EINVAL", f"invalid path {path!r}")
+            if len(self._valid_paths) >= _VALID_PATH_CACHE:
+                self._valid_paths.clear()
+            self._valid_paths.add(path)
         if not conn.privileged:
             m = _local_prefix(path)
             if len(path) - (m.end() if m else 0) > self.quota.path_max:
@@ -243,7 +250,12 @@ class Store:
     # Paths arrive as the client gave them (absolute or relative to the
     # connection's home) and are checked here.
     def read(self, conn, tx, path: str) -> bytes:
-        return self._node(conn, tx, self.canonical(conn, path), PERM_READ).value
+        path = self.canonical(conn, path)
+        if tx is None and conn.privileged:         # the hot path
+            node = self.nodes.get(path)
+            if node is not None:
+                return node.value
+        return self._node(conn, tx, path, PERM_READ).value
 
     def directory(self, conn, tx, path: str) -> list[str]:
         return self._node(conn, tx, self.canonical(conn, path), PERM_READ).children
@@ -259,6 +271,15 @@ class Store:
 
     def write(self, conn, tx, path: str, value: bytes) -> None:
         path = self.canonical(conn, path)
+        if tx is None and conn.privileged:         # the hot path
+            node = self.nodes.get(path)
+            if node is not None:
+                self.generation += 1
+                node.generation = self.generation
+                node.value = value
+                if self.watch_index:
+                    self._fire_now(path, (node.perms,), False)
+                return
         node = self._get(tx, path)
         if node is None:
             node = self._create(conn, tx, path, value)
