@@ -700,6 +700,63 @@ r3_ud_handler:
         assert handler_rsp == RSP0_TOP - 5 * 8    # no error code for these
 
 
+def test_syscall_and_sysret(guest):
+    """Unicorn skips `syscall`; the engine performs it (LSTAR, STAR, FMASK),
+    and unicorn's own sysretq returns to ring 3."""
+    g = guest(GATES + f"""
+    mov ecx, 0xc0000080
+    rdmsr
+    or eax, 1                        # EFER.SCE
+    wrmsr
+    mov ecx, 0xc0000081              # STAR: kernel CS 0x08, user base 0x20
+    xor eax, eax
+    mov edx, 0x00200008
+    wrmsr
+    mov ecx, 0xc0000082              # LSTAR
+    lea rax, [rip + entry_syscall]
+    mov rdx, rax
+    shr rdx, 32
+    wrmsr
+    mov ecx, 0xc0000084              # FMASK: clear IF
+    mov eax, 0x200
+    xor edx, edx
+    wrmsr
+    push 0x2b
+    push {USER_STACK_TOP}
+    push 0x202
+    push 0x33
+    lea rax, [rip + user]
+    push rax
+    iretq
+user:
+    mov rbx, 0x5c
+    syscall
+after_syscall:
+    mov rdi, cs                      # back in ring 3: report through a syscall
+    mov rbx, rdi
+    syscall
+entry_syscall:
+    mov rdi, rbx
+    mov rsi, rcx                     # return rip
+    mov rdx, r11                     # user rflags
+    mov r10, cs
+    mov r8, ss
+    pushfq
+    pop r9
+    HCALL 0x100
+    cmp rbx, 0x5c
+    jne stop
+    sysretq
+""" + HANDLERS)
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    first, second = g.rec.reports
+    marker, ret_rip, user_flags, kcs, kss, kflags = first
+    assert marker == 0x5C and user_flags & 0x200 and not kflags & 0x200
+    assert (kcs, kss) == (0x08, 0x10)
+    assert second[0] == 0x33                  # sysretq: CS = STAR[63:48] + 16 | 3
+    assert second[1] == ret_rip + 7           # after `mov edi, cs; mov rbx, rdi; syscall`
+
+
 def test_memory_shared_with_another_mapping(guest):
     g = guest(f"""
     mov rax, qword ptr [{DATA}]

@@ -52,7 +52,7 @@ static int emu_py_exit(void *handle, struct emu_exit *e);
 #define EFER_LMA (1ull << 10)
 #define MSR_EFER 0xC0000080u
 
-enum stop_reason { R_NONE, R_ASYNC, R_TRIPLE, R_ERROR, R_SITES };
+enum stop_reason { R_NONE, R_ASYNC, R_TRIPLE, R_ERROR, R_SITES, R_SYSCALL };
 
 /* Offsets inside a uc_context, found by emu_calibrate(). */
 static struct {
@@ -94,6 +94,7 @@ struct emu_vcpu {
     int reason;
     int c_hypercalls; /* benchmark: answer hypercalls in C, no Python */
     uint64_t slice_start;
+    uint64_t syscall_rip;
     int in_run;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -356,6 +357,10 @@ static int sys_access(struct emu_vcpu *v, uint64_t va, void *buf, size_t len, bo
 #define DESC_S (1u << 12)
 #define DESC_CODE (1u << 11)
 #define DESC_L (1u << 21)
+#define DESC_G (1u << 23)
+#define DESC_B (1u << 22)
+#define DESC_RW (1u << 9)
+#define DESC_A (1u << 8)
 #define HF_CPL_MASK 3u
 #define HF_CS32 (1u << 4)
 #define HF_SS32 (1u << 5)
@@ -370,23 +375,31 @@ struct seg_cache {
     uint32_t flags;
 };
 
-/* Enter a more privileged 64-bit code segment as an interrupt does (SDM
- * 6.14.2): CS from the gate's descriptor, SS = NULL with RPL = new CPL.
- * Unicorn's API only writes selectors in 64-bit mode, so the hidden parts
- * and QEMU's CPL/mode flags are written through a context snapshot. */
-static void load_inner_cs_ss(struct emu_vcpu *v, uint16_t sel, uint32_t e2, int dpl)
+/* Load CS and SS with their hidden parts and QEMU's CPL/mode flags through
+ * a context snapshot: unicorn's API only writes selectors in 64-bit mode.
+ * CS must be a 64-bit code segment (long mode). */
+static void load_cs_ss64(struct emu_vcpu *v, struct seg_cache cs, struct seg_cache ss)
 {
     uc_context_save(v->uc, v->ctx);
     char *c = (char *)v->ctx;
-    struct seg_cache cs = {(sel & ~3u) | dpl, 0, 0xffffffff, e2};
-    struct seg_cache ss = {(uint32_t)dpl, 0, 0, (uint32_t)dpl << 13};
     memcpy(c + cal.seg_cs, &cs, sizeof(cs));
     memcpy(c + cal.seg_cs + sizeof(struct seg_cache), &ss, sizeof(ss));
-    uint32_t hf;
+    uint32_t hf, cpl = (ss.flags >> 13) & 3;
     memcpy(&hf, c + cal.hflags, 4);
-    hf = (hf & ~(HF_CPL_MASK | HF_SS32 | HF_ADDSEG)) | HF_CS32 | HF_CS64 | dpl;
+    hf = (hf & ~(HF_CPL_MASK | HF_SS32 | HF_ADDSEG)) | HF_CS32 | HF_CS64 | cpl;
+    if (ss.flags & DESC_B)
+        hf |= HF_SS32;
     memcpy(c + cal.hflags, &hf, 4);
     uc_context_restore(v->uc, v->ctx);
+}
+
+/* Enter a more privileged 64-bit code segment as an interrupt does (SDM
+ * 6.14.2): CS from the gate's descriptor, SS = NULL with RPL = new CPL. */
+static void load_inner_cs_ss(struct emu_vcpu *v, uint16_t sel, uint32_t e2, int dpl)
+{
+    struct seg_cache cs = {(sel & ~3u) | dpl, 0, 0xffffffff, e2};
+    struct seg_cache ss = {(uint32_t)dpl, 0, 0, (uint32_t)dpl << 13};
+    load_cs_ss64(v, cs, ss);
 }
 
 /* Deliver one event through the 64-bit IDT as the CPU would (Intel SDM
@@ -529,6 +542,45 @@ static bool hook_invalid(uc_engine *uc, void *ud)
     }
     ctx_clear_in_flight(v);
     return true;
+}
+
+/* Unicorn skips `syscall` (it only calls hooks), so do what the CPU does
+ * in 64-bit mode (SDM SYSCALL): RCX = next RIP, R11 = RFLAGS, RFLAGS &=
+ * ~FMASK, flat CS = STAR[47:32], SS = CS + 8, CPL 0, RIP = LSTAR. Writing
+ * RIP inside this hook (called mid-block, unlike the exception hooks)
+ * derails unicorn, so the hook only stops; syscall ends its block, and the
+ * run loop performs it. `sysret` is emulated by unicorn itself. */
+static void hook_syscall(uc_engine *uc, void *ud)
+{
+    struct emu_vcpu *v = ud;
+    v->syscall_rip = rreg(uc, UC_X86_REG_RIP);
+    v->reason = R_SYSCALL;
+    uc_emu_stop(uc);
+}
+
+static int do_syscall(struct emu_vcpu *v)
+{
+    uc_engine *uc = v->uc;
+    uint64_t efer = rd_msr(uc, MSR_EFER), rip = v->syscall_rip;
+    uint64_t rflags = rreg(uc, UC_X86_REG_RFLAGS);
+    if (!(efer & 1) || !(efer & EFER_LMA)) { /* SCE off or legacy mode: #UD */
+        wreg(uc, UC_X86_REG_RIP, rip);
+        v->counters[C_EXCEPTIONS]++;
+        return raise_event(v, 6, false, 0, false);
+    }
+    uint64_t star = rd_msr(uc, 0xC0000081), lstar = rd_msr(uc, 0xC0000082);
+    uint64_t fmask = rd_msr(uc, 0xC0000084);
+    uint16_t sel = (star >> 32) & 0xfffc;
+    wreg(uc, UC_X86_REG_RCX, rip + 2);
+    wreg(uc, UC_X86_REG_R11, rflags & ~(1ull << 16));
+    struct seg_cache cs = {sel, 0, 0xffffffff,
+                           DESC_G | DESC_P | DESC_S | DESC_CODE | DESC_RW | DESC_A | DESC_L};
+    struct seg_cache ss = {(sel + 8u) & 0xfffc, 0, 0xffffffff,
+                           DESC_G | DESC_B | DESC_P | DESC_S | DESC_RW | DESC_A};
+    load_cs_ss64(v, cs, ss);
+    wreg(uc, UC_X86_REG_RFLAGS, rflags & ~fmask & ~(1ull << 16));
+    wreg(uc, UC_X86_REG_RIP, lstar);
+    return 0;
 }
 
 /* ------------------------------------------------------------- wrmsr */
@@ -796,6 +848,10 @@ int emu_run(struct emu_vcpu *v)
             result = EMU_RUN_ERROR;
             break;
         }
+        if (v->reason == R_SYSCALL && do_syscall(v) != 0) {
+            result = v->reason == R_TRIPLE ? EMU_RUN_TRIPLE_FAULT : EMU_RUN_ERROR;
+            break;
+        }
         if (v->reason != R_NONE)
             continue; /* block-boundary stop: loop top handles it */
         if (!stopped_at_hlt(v)) {
@@ -998,6 +1054,7 @@ static int add_hooks(struct emu_vcpu *v)
     if (uc_hook_add(uc, &h, UC_HOOK_INSN, hook_out, v, 1, 0, UC_X86_INS_OUT) ||
         uc_hook_add(uc, &h, UC_HOOK_INSN, hook_in, v, 1, 0, UC_X86_INS_IN) ||
         uc_hook_add(uc, &h, UC_HOOK_INSN, hook_cpuid, v, 1, 0, UC_X86_INS_CPUID) ||
+        uc_hook_add(uc, &h, UC_HOOK_INSN, hook_syscall, v, 1, 0, UC_X86_INS_SYSCALL) ||
         uc_hook_add(uc, &h, UC_HOOK_INSN_INVALID, hook_invalid, v, 1, 0) ||
         uc_hook_add(uc, &h, UC_HOOK_INTR, hook_intr, v, 1, 0) ||
         uc_hook_add(uc, &h, UC_HOOK_BLOCK, hook_block, v, 1, 0))
