@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import array
 import base64
+import collections
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from .memory import GuestFault
 log = logging.getLogger("xen-core")
 
 E820MAX = 128
+MAX_QUEUED_EVENTS = 4096   # a subscriber this far behind is disconnected
 
 
 def default_run_dir() -> str:
@@ -82,6 +84,11 @@ class Connection:
         self.send_lock = threading.Lock()
         self.cancels = []
         self.closed = False
+        # Events go through a queue and a writer thread, so a dom0 client
+        # that stops reading never stalls the vCPU thread that raised them.
+        self.events = collections.deque()
+        self.events_cond = threading.Condition()
+        self.writer: threading.Thread | None = None
 
     def send(self, body: dict, fds=()) -> None:
         frame = privif.encode(body, len(fds))
@@ -92,6 +99,38 @@ class Connection:
             sent = self.sock.sendmsg([frame], anc)
             if sent < len(frame):
                 self.sock.sendall(frame[sent:])
+
+    def post_event(self, body: dict) -> None:
+        with self.events_cond:
+            if self.closed:
+                return
+            if len(self.events) >= MAX_QUEUED_EVENTS:
+                log.warning("client %d events behind: disconnecting it", len(self.events))
+                self.events.clear()
+                try:
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            self.events.append(body)
+            if self.writer is None:
+                self.writer = threading.Thread(target=self._write_events, daemon=True,
+                                               name="privif-events")
+                self.writer.start()
+            self.events_cond.notify()
+
+    def _write_events(self) -> None:
+        while True:
+            with self.events_cond:
+                while not self.events and not self.closed:
+                    self.events_cond.wait()
+                if self.closed:
+                    return
+                body = self.events.popleft()
+            try:
+                self.send(body)
+            except OSError:
+                return
 
     def serve(self) -> None:
         dec = privif.Decoder()
@@ -131,6 +170,9 @@ class Connection:
     def close(self) -> None:
         for cancel in self.cancels:
             cancel()
+        with self.events_cond:
+            self.closed = True
+            self.events_cond.notify_all()
         with self.send_lock:
             self.closed = True
         try:
@@ -295,23 +337,15 @@ class Connection:
         return {}, ()
 
     def op_subscribe_dom_exc(self, body):
-        def deliver(event):
-            try:
-                self.send(event)
-            except OSError:
-                pass
-        self.cancels.append(self.core.subscribe(deliver))
+        self.cancels.append(self.core.subscribe(self.post_event))
         return {}, ()
 
     def op_subscribe_console(self, body):
         d = self._domain(body)
 
         def deliver(domid, offset, data):
-            try:
-                self.send({"event": "console", "domid": domid, "offset": offset,
-                           "data": base64.b64encode(data).decode()})
-            except OSError:
-                pass
+            self.post_event({"event": "console", "domid": domid, "offset": offset,
+                             "data": base64.b64encode(data).decode()})
         self.cancels.append(self.core.subscribe_console(d.domid, deliver))
         data, end = d.console_since(_int(body, "offset", 0))
         return {"data": base64.b64encode(data).decode(), "offset": end}, ()
