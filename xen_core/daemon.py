@@ -434,8 +434,9 @@ def main(argv=None) -> int:
         server = Server(core, args.run_dir)
     except (RuntimeError, OSError, ValueError) as e:
         if ready_w is not None:
-            os.write(ready_w, str(e).encode())
-        print(f"xen-core: {e}", file=sys.stderr)
+            os.write(ready_w, str(e).encode())   # the parent reports it
+        else:
+            print(f"xen-core: {e}", file=sys.stderr)
         return 1
     with open(os.path.join(args.run_dir, "xen-core.pid"), "w") as f:
         f.write(f"{os.getpid()}\n")

@@ -152,6 +152,8 @@ class GuestMemory:
         early when RAM frames run out."""
         gfns = list(gfns)
         with self.lock:
+            if self._populate_contiguous(gfns):
+                return len(gfns)
             done = 0
             for gfn in gfns:
                 if gfn in self.p2m:
@@ -165,6 +167,29 @@ class GuestMemory:
             if gfns:
                 self._resync(min(gfns), max(gfns) + 1)
             return done
+
+    def _populate_contiguous(self, gfns: list[int]) -> bool:
+        """The builder's case: a fresh run of gfns onto fresh frames, one
+        engine mapping, no per-page work beyond the p2m entries."""
+        n = len(gfns)
+        if not n or self._free_ram or self._next_ram + n > self.ram_frames:
+            return False
+        lo = gfns[0]
+        if gfns[-1] != lo + n - 1 or (n > 1 and gfns[1] != lo + 1):
+            return False
+        if gfns != list(range(lo, lo + n)) or any(g in self.p2m for g in gfns):
+            return False
+        if any(g < lo + n and g + c > lo for g, (c, _) in self._slots.items()):
+            return False
+        frame = self._next_ram
+        self._next_ram += n
+        self.p2m.update(zip(gfns, range(frame, frame + n)))
+        self.tot_pages += n
+        if self._machine is not None:
+            self._machine.map_memory(lo << PAGE_SHIFT, n << PAGE_SHIFT,
+                                     self.host_base + (frame << PAGE_SHIFT))
+            self._slots[lo] = (n, frame)
+        return True
 
     def remove(self, gfn: int) -> bool:
         """Drop gfn from the p2m, freeing a RAM frame (decrease_reservation)."""

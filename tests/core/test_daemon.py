@@ -245,3 +245,26 @@ def test_boot_cli_exit_status():
     missing = subprocess.run([sys.executable, "-m", "toolstack.boot", "/nonexistent.elf",
                               "--accel", "emu"], cwd=ROOT, env=env, capture_output=True)
     assert missing.returncode == 125 and b"nonexistent" in missing.stderr
+
+
+def test_detaches_and_refuses_a_second_instance(tmp_path):
+    import signal
+    run_dir = str(tmp_path / "run")
+    cmd = [sys.executable, "-m", "xen_core.daemon", "--run-dir", run_dir, "--accel", "emu"]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    pid = int(open(os.path.join(run_dir, "xen-core.pid")).read())
+    try:
+        second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        assert second.returncode == 1
+        assert "another xen-core" in second.stderr and second.stderr.count("\n") == 1
+        from dom0.privcmd import Privcmd
+        with Privcmd(run_dir) as p:
+            assert p.hello()["pid"] == pid
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    for _ in range(6000):   # wait for it to go
+        if not os.path.exists(os.path.join(run_dir, "privcmd.sock")):
+            break
+        time.sleep(0.01)
+    assert not os.path.exists(os.path.join(run_dir, "privcmd.sock"))
