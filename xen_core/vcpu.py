@@ -161,15 +161,6 @@ class VCPU:
                 self.blocked = False
                 self._set_runstate(vabi.RUNSTATE_running)
 
-    def hold_while_paused(self) -> None:
-        """At a clean point (inside a hypercall): wait out a pause here."""
-        d = self.domain
-        with d.lock:
-            while d.pause_count and not d.dying and not d.is_shut_down():
-                self._set_runstate(vabi.RUNSTATE_runnable)
-                self.cond.wait()
-            self._set_runstate(vabi.RUNSTATE_running)
-
     # -- vcpu_info and time --------------------------------------------------
     def vcpu_info_location(self) -> int | None:
         """Guest-physical address of this vCPU's vcpu_info, or None."""

@@ -258,3 +258,31 @@ def test_set_timer_op_fires(dom):
     dom.unpause()
     assert call(dom, x.HYPERVISOR_set_timer_op, 1) == 0
     assert call(dom, x.HYPERVISOR_sched_op, s.SCHEDOP_block, 0) == 0
+
+
+def test_secondary_vcpu_comes_up_and_runs(dom):
+    """VCPUOP_initialise + VCPUOP_up start vCPU 1 on real code: 32-bit flat
+    mode, two bytes to the debug console port, then hlt."""
+    code = bytes([0xB0, ord("S"), 0xE6, 0xE9, 0xB0, ord("M"), 0xE6, 0xE9, 0xF4, 0xEB, 0xFD])
+    dom.memory.write_phys(0x1000, code)
+    regs32 = [0] * 14 + [0]
+    regs32[8], regs32[10], regs32[4] = 0x1000, 0x1, 0x2000     # eip, cr0 = PE, esp
+    ctx = (va.VCPU_HVM_CONTEXT_HDR.pack(va.VCPU_HVM_MODE_32B, 0)
+           + va.VCPU_HVM_X86_32.pack(*regs32)).ljust(va.VCPU_HVM_CONTEXT_SIZE, b"\0")
+    dom.memory.write_phys(BUF, ctx)
+    assert call(dom, x.HYPERVISOR_vcpu_op, va.VCPUOP_initialise, 1, BUF) == 0
+    dom.unpause()
+    assert call(dom, x.HYPERVISOR_vcpu_op, va.VCPUOP_up, 1, 0) == 0
+    assert call(dom, x.HYPERVISOR_vcpu_op, va.VCPUOP_is_up, 1, 0) == 1
+    for _ in range(60000):      # until the vCPU has run (no bound on how fast)
+        if b"SM" in dom.console:
+            break
+        time.sleep(0.001)
+    assert bytes(dom.console).endswith(b"SM")
+    for _ in range(60000):
+        if dom.vcpus[1].blocked:   # in hlt
+            break
+        time.sleep(0.001)
+    assert dom.vcpus[1].blocked
+    assert call(dom, x.HYPERVISOR_vcpu_op, va.VCPUOP_down, 1, 0) == 0
+    assert call(dom, x.HYPERVISOR_vcpu_op, va.VCPUOP_is_up, 1, 0) == 0
