@@ -366,3 +366,27 @@ def test_quota_transaction_nodes():
     tx = s.lookup_tx(g, s.transaction_start(g, None))
     s.write(g, tx, "a", b"")                  # touches a and its parent
     assert err(s.write, g, tx, "b/c", b"") == "ENOSPC"
+
+
+def test_special_watch_permissions(store, dom0):
+    g = guest(store, 4, dom0)
+    store.watch(g, "@releaseDomain", b"r")
+    g.events.clear()
+    guest(store, 12, dom0)
+    store.release(dom0, 12)
+    assert g.events == []                        # not allowed to see it
+    assert store.get_perms(dom0, None, "@releaseDomain") == ["n0"]
+    assert err(store.set_perms, g, None, "@releaseDomain", ["n0", "r4"]) == "EACCES"
+    store.set_perms(dom0, None, "@releaseDomain", ["n0", "r4"])
+    guest(store, 13, dom0)
+    store.release(dom0, 13)
+    assert g.events == [(b"@releaseDomain", b"r")]
+
+
+def test_unprivileged_relative_paths_and_path_errors(store, dom0):
+    g = guest(store, 3, dom0)
+    assert store.canonical(g, "a/b") == "/local/domain/3/a/b"
+    assert err(store.write, g, None, "a//b", b"") == "EINVAL"
+    assert err(store.write, g, None, "a/", b"") == "EINVAL"
+    assert err(store.write, g, None, "", b"") == "EINVAL"
+    assert err(store.write, g, None, "/x" * 1600, b"") == "EINVAL"   # > 3072
