@@ -516,6 +516,47 @@ def test_fault_while_delivering_is_double_then_triple(guest):
     assert g2.run() is RunResult.TRIPLE_FAULT
 
 
+def test_stop_from_a_hypercall_is_immediate(guest):
+    """A handler's request_stop() (shutdown) takes effect right after the
+    trapping instruction, not at the end of its block: the `ud2` after it
+    must never run (here it would triple-fault: no IDT)."""
+    g = guest(f"""
+    lidt [no_idt]
+    xor r15, r15
+    HCALL {STOP}
+    inc r15
+    ud2
+no_idt: .word 0
+    .quad 0
+""")
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    assert g.vcpu.get_regs()["r15"] == 0
+
+
+@pytest.mark.parametrize("insn", ["vmcall", "wrmsr"])
+def test_stop_from_vmcall_or_wrmsr_is_immediate(guest, insn):
+    g = guest(f"""
+    lidt [no_idt]
+    xor r15, r15
+    mov eax, {STOP}
+    mov ecx, {HYPERCALL_PAGE_MSR}
+    xor edx, edx
+    {insn}
+    inc r15
+    ud2
+no_idt: .word 0
+    .quad 0
+""")
+    g.rec.on_wrmsr = lambda vcpu, msr, value: vcpu.request_stop()
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    assert g.vcpu.get_regs()["r15"] == 0
+    # resuming runs the rest once: the MSR write is not delivered twice
+    g.vcpu.set_regs({"r15": 0})
+    assert g.run() is RunResult.TRIPLE_FAULT
+    assert g.vcpu.get_regs()["r15"] == 1
+    assert len(g.rec.wrmsrs) == (insn == "wrmsr")
+
+
 def test_request_stop_from_another_thread(guest):
     g = guest("""
     xor ecx, ecx

@@ -102,7 +102,9 @@ struct emu_vcpu {
     int nops, ops_overflow;
     uint64_t scanned[SCAN_SLOTS];
     uint64_t sites[MAX_SITES];
+    uint8_t site_kind[MAX_SITES];
     int nsites, nsites_hooked;
+    uint64_t wrmsr_skip; /* a stop came before this wrmsr ran: deliver once */
     uint64_t counters[8];
     struct emu_exit exit;
     char err[256];
@@ -591,6 +593,10 @@ static void hook_wrmsr_site(uc_engine *uc, uint64_t addr, uint32_t size, void *u
     uint8_t b[2];
     if (size != 2 || uc_vmem_read(uc, addr, UC_PROT_EXEC, b, 2) || b[0] != 0x0f || b[1] != 0x30)
         return;
+    if (addr == v->wrmsr_skip) {
+        v->wrmsr_skip = ~0ull;
+        return;
+    }
     uint32_t msr = (uint32_t)rreg(uc, UC_X86_REG_RCX);
     /* Forward the hypervisor MSR range (Xen's hypercall-page MSR is at
      * 0x40000000 or 0x40000200); unicorn keeps the architectural ones. */
@@ -599,8 +605,26 @@ static void hook_wrmsr_site(uc_engine *uc, uint64_t addr, uint32_t size, void *u
     v->exit.kind = EMU_EXIT_WRMSR;
     v->exit.msr = msr;
     v->exit.value = (rreg(uc, UC_X86_REG_RDX) << 32) | (uint32_t)rreg(uc, UC_X86_REG_RAX);
+    v->reason = R_NONE;
     call_python(v, uc);
+    if (v->reason == R_ASYNC) /* stopping before the wrmsr itself runs */
+        v->wrmsr_skip = addr;
 }
+
+/* Placed on the instruction after each `out imm8, eax` to the hypercall
+ * port: a stop asked for by the hypercall's handler takes effect there,
+ * before the rest of the block runs (unicorn only checks for a stop after
+ * code hooks, not after `out`). */
+static void hook_post_out(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
+{
+    struct emu_vcpu *v = ud;
+    if (atomic_load_explicit(&v->flags, memory_order_relaxed) & (F_STOP | F_OPS)) {
+        v->reason = R_ASYNC;
+        uc_emu_stop(uc);
+    }
+}
+
+enum { SITE_WRMSR, SITE_POST_OUT };
 
 static inline unsigned scan_slot(uint64_t a) { return (a ^ (a >> 12)) & (SCAN_SLOTS - 1); }
 
@@ -613,13 +637,19 @@ static void scan_block(struct emu_vcpu *v, uc_engine *uc, uint64_t addr, uint32_
         return;
     bool found = false;
     for (uint32_t i = 0; i + 1 < size; i++) {
-        if (buf[i] != 0x0f || buf[i + 1] != 0x30)
+        uint64_t site;
+        int kind;
+        if (buf[i] == 0x0f && buf[i + 1] == 0x30)
+            site = addr + i, kind = SITE_WRMSR;
+        else if (buf[i] == 0xe7 && buf[i + 1] == v->m->hc_port)
+            site = addr + i + 2, kind = SITE_POST_OUT;
+        else
             continue;
-        uint64_t site = addr + i;
         bool known = false;
         for (int k = 0; k < v->nsites; k++)
-            known |= v->sites[k] == site;
+            known |= v->sites[k] == site && v->site_kind[k] == kind;
         if (!known && v->nsites < MAX_SITES) {
+            v->site_kind[v->nsites] = kind;
             v->sites[v->nsites++] = site;
             found = true;
         }
@@ -637,7 +667,9 @@ static int hook_sites(struct emu_vcpu *v)
     for (; v->nsites_hooked < v->nsites; v->nsites_hooked++) {
         uint64_t s = v->sites[v->nsites_hooked];
         uc_hook hh;
-        if (uc_hook_add(v->uc, &hh, UC_HOOK_CODE, hook_wrmsr_site, v, s, s) != UC_ERR_OK)
+        void *cb = v->site_kind[v->nsites_hooked] == SITE_WRMSR ? (void *)hook_wrmsr_site
+                                                                : (void *)hook_post_out;
+        if (uc_hook_add(v->uc, &hh, UC_HOOK_CODE, cb, v, s, s) != UC_ERR_OK)
             return -1;
         uc_ctl_remove_cache(v->uc, s, s + 2);
         v->counters[C_SITES]++;
@@ -834,6 +866,11 @@ int emu_run(struct emu_vcpu *v)
         }
         rip = rreg(v->uc, UC_X86_REG_RIP);
         uc_err e = uc_emu_start(v->uc, rip, NEVER_PC, 0, 0);
+        /* Leaving emu_start (even by a clean stop from the block hook) can
+         * leave QEMU's exception-in-flight marker set (measured: 13), which
+         * would turn the guest's next fault into #DF: nothing is in flight
+         * at a stop, so clear it. */
+        ctx_clear_in_flight(v);
         if (v->reason == R_TRIPLE) {
             result = EMU_RUN_TRIPLE_FAULT;
             break;
@@ -1078,6 +1115,7 @@ struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, void *handle, char 
     v->id = id;
     v->handle = handle;
     v->irq_defer_rip = ~0ull;
+    v->wrmsr_skip = ~0ull;
     memset(v->scanned, 0xff, sizeof(v->scanned));
     pthread_mutex_init(&v->mu, NULL);
     if (posix_memalign((void **)&v->priv, 4096, 4096) != 0) {
