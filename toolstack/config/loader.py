@@ -7,8 +7,10 @@ numbers alike; numbers stay text until read as one) or lists, which nest.
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import pathlib
+import re
 
 import lark
 
@@ -120,16 +122,12 @@ def dequote(token: str):
 class _Builder(lark.Transformer):
     """Turns parse-tree nodes into Values and Settings as the parser reduces."""
 
-    def __init__(self, source):
-        super().__init__()
-        self.source = source
-
     def string(self, items):
         tok = items[0]
         text, err = dequote(tok.value)
         if err:
             raise ConfigError(f"config parsing error near `{tok.value}': {err}",
-                              self.source, tok.line, tok.column)
+                              _SOURCE.get(), tok.line, tok.column)
         return Value(STRING, text, tok.line, tok.column, True)
 
     def number(self, items):
@@ -153,22 +151,50 @@ class _Builder(lark.Transformer):
         return [s for s in items if type(s) is Setting]
 
 
+class _LexicalError(Exception):
+    def __init__(self, pos, line, column):
+        self.pos, self.line, self.column = pos, line, column
+
+
 _GRAMMAR = (pathlib.Path(__file__).with_name("grammar.lark")).read_text()
-_PARSERS = {}
+_SOURCE = contextvars.ContextVar("source", default="<config>")
 
 
-def _parser(source):
-    # The transformer needs the source name for messages; parsers are cheap
-    # to keep one per name, and almost every process reads one file.
-    p = _PARSERS.get(source)
-    if p is None:
-        if len(_PARSERS) > 32:
-            _PARSERS.clear()
-        p = lark.Lark(_GRAMMAR, parser="lalr", lexer="basic",
-                      transformer=_Builder(source), propagate_positions=False,
-                      maybe_placeholders=False)
-        _PARSERS[source] = p
-    return p
+def _master_regex():
+    """One alternation of the grammar's own terminals (grammar.lark stays the
+    single definition of the lexical rules).  Their first characters are
+    disjoint, so first match is longest match, as with flex here."""
+    basic = lark.Lark(_GRAMMAR, parser="lalr", lexer="basic")
+    return re.compile("|".join(f"(?P<{t.name}>{t.pattern.to_regexp()})"
+                               for t in basic.terminals))
+
+
+class _Lexer(lark.lexer.Lexer):
+    """A single-regex scanner over the grammar's terminals: lark's basic
+    lexer does the same job about a third slower."""
+
+    master = _master_regex()
+
+    def __init__(self, lexer_conf):
+        pass
+
+    def lex(self, data):
+        match = self.master.match
+        pos, line, line_start, n = 0, 1, 0, len(data)
+        while pos < n:
+            m = match(data, pos)
+            if m is None:
+                raise _LexicalError(pos, line, pos - line_start + 1)
+            kind, end = m.lastgroup, m.end()
+            if kind != "WS":
+                yield lark.Token(kind, m.group(), pos, line, pos - line_start + 1)
+                if kind == "NEWLINE":
+                    line, line_start = line + 1, end
+            pos = end
+
+
+_PARSER = lark.Lark(_GRAMMAR, parser="lalr", lexer=_Lexer, transformer=_Builder(),
+                    propagate_positions=False, maybe_placeholders=False)
 
 
 def _expected(names):
@@ -196,10 +222,10 @@ def _syntax_error(source, err: lark.exceptions.UnexpectedToken):
                        col if col != -1 else None)
 
 
-def _lexical_error(source, text, err: lark.exceptions.UnexpectedCharacters):
+def _lexical_error(source, text, err: _LexicalError):
     # Name the run of non-blank characters from the offending one, as
     # libxlutil's <lexerr> state does.
-    pos = err.pos_in_stream
+    pos = err.pos
     end = pos
     while end < len(text) and text[end] not in " \t\n":
         end += 1
@@ -226,11 +252,12 @@ def parse_text(text: str, source: str = "<config>") -> Config:
     """Parse xl.cfg text; raise ConfigError with FILE:LINE:COL on any error."""
     if "\x00" in text:
         raise ConfigError("config parsing error: NUL character in file", source)
+    token = _SOURCE.set(source)
     try:
-        settings = _parser(source).parse(text)
+        settings = _PARSER.parse(text)
     except ConfigError:
         raise
-    except lark.exceptions.UnexpectedCharacters as e:
+    except _LexicalError as e:
         raise _lexical_error(source, text, e) from None
     except lark.exceptions.UnexpectedToken as e:
         raise _syntax_error(source, e) from None
@@ -242,6 +269,8 @@ def parse_text(text: str, source: str = "<config>") -> Config:
         if isinstance(e.orig_exc, ConfigError):
             raise e.orig_exc from None
         raise
+    finally:
+        _SOURCE.reset(token)
     cfg = Config(source, [])
     last = cfg._last
     for s in settings:
