@@ -6,14 +6,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the project and its tests use (checked, installed only when missing).
-APT_PACKAGES := xenstore-utils libxen-dev xen-utils-4.17 gcc make
+APT_PACKAGES := xenstore-utils libxen-dev xen-utils-4.17 gcc make qemu-system-x86 qemu-utils
 
-.PHONY: demo test deps venv guests bench clean
+.PHONY: demo test deps venv guests linux-assets bench clean
 
 demo: venv guests
 	$(PY) -m toolstack.boot guests/build/hello.elf
 
-test: deps venv guests
+test: deps venv guests linux-assets
 	$(PY) -m pytest -q
 
 deps:
@@ -34,6 +34,12 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml $(wildcard xen_core/accel/
 
 guests:
 	@if [ -f guests/Makefile ]; then $(MAKE) -s -C guests; fi
+
+# Debian's kernel + busybox initramfs (cached in guests/build/linux) and the
+# firmware-boot disk, for the HVM (QEMU) and PVH Linux guests.
+linux-assets: venv
+	$(PY) guests/linux/build.py
+	$(MAKE) -s -C guests/bootsector
 
 bench: venv guests
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
