@@ -176,6 +176,10 @@ class RequestHandler:
             reply = op(conn, tx, payload)
         except XsError as e:
             return encode_error(req_id, tx_id, e.name)
+        if len(reply) > XENSTORE_PAYLOAD_MAX:
+            # e.g. DIRECTORY of a node with many children: clients then
+            # fall back to DIRECTORY_PART.
+            return encode_error(req_id, tx_id, "E2BIG")
         return _pack(mtype, req_id, tx_id, len(reply)) + reply
 
     # ---- handlers: (conn, tx, payload) -> reply payload -------------------

@@ -109,6 +109,17 @@ def test_xenstore_utils(daemon, have_xenstore_utils):
     assert xs(daemon, "xenstore-read", "/local/domain/0/rel").stdout == b"x\n"
 
 
+def test_xenstore_list_of_a_huge_directory(daemon, have_xenstore_utils):
+    """More children than one payload holds: libxenstore falls back from
+    DIRECTORY (E2BIG) to DIRECTORY_PART."""
+    names = [b"entry-%04d-%s" % (i, b"y" * 30) for i in range(300)]
+    c = RawClient(daemon.sock)
+    for n in names:
+        c.ok(w.XS_MKDIR, b"/tool/huge/" + n)
+    out = xs(daemon, "xenstore-list", "/tool/huge").stdout.split()
+    assert out == names
+
+
 def test_xenstore_watch_tool(daemon, have_xenstore_utils):
     p = subprocess.Popen(["xenstore-watch", "-n", "3", "/tool/w"], env=daemon.env,
                          stdout=subprocess.PIPE)

@@ -148,8 +148,9 @@ def test_directory_part(h):
         if done:
             break
     assert got == names and len(gens) == 1
-    # full list in one DIRECTORY would not fit one payload
+    # The full list would not fit one payload: DIRECTORY says E2BIG.
     assert sum(len(n) + 1 for n in names) > w.XENSTORE_PAYLOAD_MAX
+    assert h.error(w.XS_DIRECTORY, b"/big\0") == "E2BIG"
     body = h.ok(w.XS_DIRECTORY_PART, b"/big\0999999\0")
     assert body.endswith(b"\0\0") and body.count(b"\0") == 2
 
