@@ -388,6 +388,50 @@ def test_invalidate_code_after_outside_write(guest):
     assert [r[0] for r in g.rec.reports] == [1, 2]
 
 
+def test_invalidate_code_from_another_thread_while_running(guest):
+    """The core rewrites code while the vCPU spins in it: the queued
+    invalidation stops the vCPU at a block boundary and is applied there."""
+    fn = 0x120000
+    g = guest(f"""
+    mov r12, 200000000               # bounded: report failure, never hang
+1:  call {fn}
+    cmp eax, 2
+    je 2f
+    dec r12
+    jnz 1b
+2:  mov rdi, rax
+    mov rsi, r12
+    HCALL {REPORT}
+    jmp stop
+""")
+    g.mem[fn:fn + 6] = b"\xb8\x01\x00\x00\x00\xc3"      # mov eax, 1; ret
+
+    def rewrite():
+        g.mem[fn:fn + 6] = b"\xb8\x02\x00\x00\x00\xc3"  # mov eax, 2; ret
+        g.machine.invalidate_code(fn, 4096)
+    t = threading.Timer(0.1, rewrite)
+    t.start()
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    t.join()
+    value, left = g.rec.reports[0][:2]
+    assert value == 2 and left > 0
+
+
+def test_close_while_running_is_refused(guest):
+    g = guest("1: jmp 1b")
+    t = threading.Thread(target=g.run)
+    t.start()
+    while not g.vcpu._running:
+        time.sleep(0.001)
+    with pytest.raises(RuntimeError, match="running"):
+        g.machine.close()
+    with pytest.raises(RuntimeError, match="already running"):
+        g.vcpu.run(g.rec)
+    g.vcpu.request_stop()
+    t.join()
+    assert not g.vcpu._running
+
+
 HANDLERS = """
 ud_handler:                          # #UD: skip ud2, report vector 6 and frame
     mov rdi, 6

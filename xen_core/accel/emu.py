@@ -80,6 +80,7 @@ class EmuVcpu:
         self._handle = ffi.new_handle(self)
         self._handler: ExitHandler | None = None
         self._exc: BaseException | None = None
+        self._running = False
         self.error = ""
         err = ffi.new("char[256]")
         self._v = lib.emu_vcpu_new(machine._m, vcpu_id, self._handle, err, 256)
@@ -132,12 +133,18 @@ class EmuVcpu:
             raise OSError(f"emu vcpu {self.id}: set_boot_state failed (unicorn error {rc})")
 
     def run(self, handler: ExitHandler) -> RunResult:
+        if self._v is None:
+            raise RuntimeError(f"emu vcpu {self.id} is closed")
+        if self._running:
+            raise RuntimeError(f"emu vcpu {self.id} is already running")
         self._handler = handler
         self._exc = None
+        self._running = True
         try:
             rc = lib.emu_run(self._v)
         finally:
             self._handler = None
+            self._running = False
         self.error = ffi.string(lib.emu_error(self._v)).decode()
         if self._exc is not None:
             exc, self._exc = self._exc, None
@@ -178,6 +185,8 @@ class EmuVcpu:
         return {n: lib.emu_counter(self._v, i) for i, n in enumerate(names)}
 
     def close(self) -> None:
+        if self._running:
+            raise RuntimeError(f"emu vcpu {self.id} is running: stop it before close")
         if self._v is not None and self._v != ffi.NULL:
             lib.emu_vcpu_free(self._v)
         self._v = None
@@ -243,6 +252,9 @@ class EmuMachine:
         return v
 
     def close(self) -> None:
+        running = [v.id for v in self._vcpus.values() if v._running]
+        if running:
+            raise RuntimeError(f"emu machine: vcpus {running} still running")
         for v in list(self._vcpus.values()):
             v.close()
         if self._m is not None:
