@@ -197,11 +197,34 @@ _COMPILED = [(re.compile(h), re.compile(c) if c is not None else None, a)
              for h, c, a in _RULES]
 
 
+def _first_chars(head):
+    """The characters a rule's match can start with, or None for "any".
+    Only a speed-up: rules that cannot start at a character are not tried."""
+    if head[0] in "abcdefghijklmnopqrstuvwxyz":
+        return {head[0]}
+    if head.startswith("(?:"):
+        alts = head[3:head.index(")")].split("|")
+        return {a[0] for a in alts} | {a[2] for a in alts if a[1] == "?"}
+    return None
+
+
+def _candidates():
+    generic = [r for r, (h, _, _) in zip(_COMPILED, _RULES) if _first_chars(h) is None]
+    table = {}
+    for ch in map(chr, range(128)):
+        table[ch] = [r for r, (h, _, _) in zip(_COMPILED, _RULES)
+                     if (_first_chars(h) is None or ch in _first_chars(h))]
+    return table, generic
+
+
+_BY_FIRST, _GENERIC = _candidates()
+
+
 def _scan(p: _Parse, spec: str):
     pos, n = 0, len(spec)
     while pos < n:
         best, best_len, best_head = None, 0, 0
-        for head_re, ctx_re, action in _COMPILED:
+        for head_re, ctx_re, action in _BY_FIRST.get(spec[pos], _GENERIC):
             m = head_re.match(spec, pos)
             if not m:
                 continue
