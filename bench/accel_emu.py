@@ -4,7 +4,9 @@
   vs. a bare unicorn engine with no hook, and with only an empty block hook;
 - hypercall trap (`out` to HYPERCALL_PORT) answered in C (no Python), the raw
   trap the core's hypercall benchmark compares against;
-- the same trap, and vmcall, answered by a Python ExitHandler.
+- vmcall (Linux's hypercall instruction: unicorn raises #UD, so it takes
+  the exception path) answered in C;
+- the `out` trap and vmcall answered by a Python ExitHandler.
 
 Best of several runs (the machine has 2 noisy cores).
 """
@@ -58,6 +60,7 @@ def main() -> int:
     bare_blk = best(lambda n: emu.lib.emu_bench_bare_loop(n, 1), LOOP_N)
     ours = best(lambda n: engine_ns(loop_code(b""), n), LOOP_N)
     raw = best(lambda n: emu.raw_out_trap_ns(n), TRAP_N)
+    raw_vmcall = best(lambda n: engine_ns(loop_code(VMCALL), n, c_hypercalls=True), TRAP_N)
     py_out = best(lambda n: engine_ns(loop_code(OUT), n, handler=NullHandler()), PY_N)
     py_vmcall = best(lambda n: engine_ns(loop_code(VMCALL), n, handler=NullHandler()), PY_N)
     rows = [
@@ -67,6 +70,8 @@ def main() -> int:
          "bare unicorn, no hooks", bare),
         ("out hypercall answered in C (raw trap)", raw,
          "tight loop iteration, our engine", ours),
+        ("vmcall hypercall answered in C", raw_vmcall,
+         "raw trap (C, out)", raw),
         ("out hypercall via Python ExitHandler", py_out,
          "raw trap (C)", raw),
         ("vmcall hypercall via Python ExitHandler", py_vmcall,
