@@ -34,6 +34,7 @@ def _declare(lib):
     lib.xlu_cfg_destroy.argtypes = [vp]
     lib.xlu_cfg_get_list.argtypes = [vp, cp, ctypes.POINTER(vp), ctypes.POINTER(ip), ip]
     lib.xlu_cfg_get_string.argtypes = [vp, cp, ctypes.POINTER(cp), ip]
+    lib.xlu_cfg_get_long.argtypes = [vp, cp, ctypes.POINTER(ctypes.c_long), ip]
     lib.xlu_cfg_get_listitem2.restype = vp
     lib.xlu_cfg_get_listitem2.argtypes = [vp, ip]
     lib.xlu_cfg_value_type.argtypes = [vp]
@@ -87,6 +88,21 @@ def _value(lib, cfg, value):
             return items
         items.append(_value(lib, cfg, item))
         i += 1
+
+
+def get_long(lib, data: bytes, name: str):
+    """(errno, value) of xlu_cfg_get_long for `name` after parsing data."""
+    rep = Report(lib)
+    cfg = lib.xlu_cfg_init(rep.fp, b"test.cfg")
+    try:
+        rc = lib.xlu_cfg_readdata(cfg, data, len(data))
+        assert rc == 0, rep.text()
+        v = ctypes.c_long()
+        rc = lib.xlu_cfg_get_long(cfg, name.encode(), ctypes.byref(v), 1)
+        return rc, (v.value if rc == 0 else None)
+    finally:
+        lib.xlu_cfg_destroy(cfg)
+        rep.close()
 
 
 def parse(lib, data: bytes, names, source="test.cfg"):

@@ -74,3 +74,28 @@ def test_generated_configs_agree(case):
         assert isinstance(ours, ConfigError), report
     else:
         assert ours == values
+
+
+@pytest.mark.parametrize("value", [
+    "0", "512", "0x1f", "'0X1F'", "010", "09", "1abc", "0xfx", "'  12'", "'12 '", "'-5'",
+    "'+7'", "'-0x10'", "'0x'", "''", "'9223372036854775807'", "'9223372036854775808'",
+    "'-9223372036854775808'", "'-9223372036854775809'", "'1e3'", "'0777'", "'08'",
+    "[1]",
+])
+def test_numbers_read_like_xlu_cfg_get_long(value):
+    from toolstack.config import values
+    text = f"n = {value}\n"
+    rc, real = libxlutil.get_long(LIB, text.encode(), "n")
+    try:
+        ours = values.get_long(parse_text(text, "test.cfg"), "n")
+    except ConfigError:
+        ours = None
+    assert ours == real, (value, rc)
+
+
+def test_plus_equals_number_refused_like_xlu():
+    from toolstack.config import values
+    rc, _ = libxlutil.get_long(LIB, b"n += 5\n", "n")
+    assert rc != 0
+    with pytest.raises(ConfigError):
+        values.get_long(parse_text("n += 5\n", "t.cfg"), "n")
