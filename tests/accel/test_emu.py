@@ -601,6 +601,32 @@ no_idt: .word 0
     assert len(g.rec.wrmsrs) == (insn == "wrmsr")
 
 
+@pytest.mark.parametrize("insn", ["out", "vmcall"])
+def test_handler_moves_rip(guest, insn):
+    """A hypercall handler may redirect the guest (set_regs with a new rip)."""
+    trap = "out HC_PORT, eax" if insn == "out" else "vmcall"
+    g = guest(f"""
+    mov eax, 0x300
+    xor r15, r15
+    {trap}
+    inc r15
+    inc r15
+landing:
+    mov rdi, r15
+    mov rsi, rax
+    HCALL {REPORT}
+    jmp stop
+""")
+
+    def jump(vcpu, args):
+        regs = vcpu.get_regs()
+        vcpu.set_regs({"rip": regs["rip"] + (2 if insn == "out" else 3) + 6})
+    g.rec.on_call[0x300] = jump
+    g.rec.answers = {0x300: 0x77}
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    assert g.rec.reports[0][:2] == (0, 0x77)
+
+
 def test_request_stop_from_another_thread(guest):
     g = guest("""
     xor ecx, ecx

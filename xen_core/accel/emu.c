@@ -40,6 +40,7 @@ static int emu_py_exit(void *handle, struct emu_exit *e);
 #define F_IRQ 2u
 #define F_OPS 4u
 #define F_YIELD 8u /* another vCPU of this machine waits for the CPU lock */
+#define F_RIP 16u  /* a handler moved RIP: applied at the next stop */
 #define SLICE_NS 2000000 /* run at least this long before handing over */
 
 #define SCAN_SLOTS 4096 /* direct-mapped cache of already scanned blocks */
@@ -95,6 +96,8 @@ struct emu_vcpu {
     int c_hypercalls; /* benchmark: answer hypercalls in C, no Python */
     uint64_t slice_start;
     uint64_t syscall_rip;
+    uint64_t pending_rip;
+    int in_py_hook; /* inside a Python callback made from a unicorn hook */
     int in_run;
     pthread_t thread;
     pthread_mutex_t mu;
@@ -189,7 +192,9 @@ static void cpu_unlock(struct emu_vcpu *v)
 static int call_python(struct emu_vcpu *v, uc_engine *uc)
 {
     cpu_unlock(v);
+    v->in_py_hook = uc != NULL;
     int rc = emu_py_exit(v->handle, &v->exit);
+    v->in_py_hook = 0;
     cpu_lock(v);
     if (rc != 0) {
         set_err(v, "exit handler raised (kind %d)", v->exit.kind);
@@ -198,7 +203,7 @@ static int call_python(struct emu_vcpu *v, uc_engine *uc)
             uc_emu_stop(uc);
         return -1;
     }
-    if (uc && (atomic_load_explicit(&v->flags, memory_order_relaxed) & (F_STOP | F_OPS))) {
+    if (uc && (atomic_load_explicit(&v->flags, memory_order_relaxed) & (F_STOP | F_OPS | F_RIP))) {
         v->reason = R_ASYNC; /* the handler asked to stop: end of this block */
         uc_emu_stop(uc);
     }
@@ -532,6 +537,10 @@ static bool hook_invalid(uc_engine *uc, void *ud)
     if (uc_vmem_read(uc, rip, UC_PROT_EXEC, b, 3) == UC_ERR_OK && b[0] == 0x0f &&
         b[1] == 0x01 && (b[2] == 0xc1 || b[2] == 0xd9)) {
         do_hypercall(v, uc);
+        if (atomic_load(&v->flags) & F_RIP) { /* exception context: RIP is safe here */
+            atomic_fetch_and(&v->flags, ~F_RIP);
+            rip = v->pending_rip - 3;
+        }
         if (v->reason != R_ERROR)
             wreg(uc, UC_X86_REG_RIP, rip + 3);
         return v->reason != R_ERROR;
@@ -618,7 +627,7 @@ static void hook_wrmsr_site(uc_engine *uc, uint64_t addr, uint32_t size, void *u
 static void hook_post_out(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
 {
     struct emu_vcpu *v = ud;
-    if (atomic_load_explicit(&v->flags, memory_order_relaxed) & (F_STOP | F_OPS)) {
+    if (atomic_load_explicit(&v->flags, memory_order_relaxed) & (F_STOP | F_OPS | F_RIP)) {
         v->reason = R_ASYNC;
         uc_emu_stop(uc);
     }
@@ -692,7 +701,7 @@ static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
     struct emu_vcpu *v = ud;
     unsigned f = atomic_load_explicit(&v->flags, memory_order_relaxed);
     if (__builtin_expect(f != 0, 0)) {
-        if (f & (F_STOP | F_OPS)) {
+        if (f & (F_STOP | F_OPS | F_RIP)) {
             v->reason = R_ASYNC;
             v->counters[C_BLOCK_STOPS]++;
             uc_emu_stop(uc);
@@ -848,6 +857,10 @@ int emu_run(struct emu_vcpu *v)
     for (;;) {
         if (atomic_load(&v->flags) & F_OPS)
             drain_ops(v);
+        if (atomic_load(&v->flags) & F_RIP) {
+            atomic_fetch_and(&v->flags, ~F_RIP);
+            wreg(v->uc, UC_X86_REG_RIP, v->pending_rip);
+        }
         if (atomic_load(&v->flags) & F_STOP) {
             atomic_fetch_and(&v->flags, ~F_STOP);
             result = EMU_RUN_STOPPED;
@@ -939,11 +952,20 @@ int emu_get_regs(struct emu_vcpu *v, uint64_t *regs)
     return uc_reg_read_batch(v->uc, (int *)gregs, p, 18);
 }
 
+/* Inside a callback from a hook that runs mid-block (`out`, wrmsr), a RIP
+ * write derails unicorn: the new RIP is kept and applied at the stop that
+ * follows right after the instruction. */
 int emu_set_regs(struct emu_vcpu *v, const uint64_t *regs)
 {
     void *p[18];
     for (int i = 0; i < 18; i++)
         p[i] = (void *)&regs[i];
+    if (v->in_py_hook && regs[16] != rreg(v->uc, UC_X86_REG_RIP)) {
+        v->pending_rip = regs[16];
+        atomic_fetch_or(&v->flags, F_RIP);
+        return uc_reg_write_batch(v->uc, (int *)gregs, p, 16) ||
+               uc_reg_write_batch(v->uc, (int *)gregs + 17, p + 17, 1);
+    }
     return uc_reg_write_batch(v->uc, (int *)gregs, p, 18);
 }
 
