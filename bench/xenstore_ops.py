@@ -26,7 +26,9 @@ sys.path.insert(0, ROOT)
 from xen_core.abi.xs_wire import XS_READ, XS_WRITE  # noqa: E402
 
 HDR = struct.Struct("<IIII")
-SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "1"))
+# Best of REPEATS runs per cell: the machine is shared, noise only slows us.
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 C_XENSTORED_OPS = 40000
 
 # The transport limit: an asyncio echo server built like our daemon's socket
@@ -53,13 +55,14 @@ asyncio.run(main())
 """
 
 
-def _recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
+def _recv_reply(recv):
+    """One reply, usually in a single recv."""
+    buf = recv(65536)
+    while len(buf) < 16 or len(buf) < 16 + HDR.unpack_from(buf)[3]:
+        more = recv(65536)
+        if not more:
             raise ConnectionError("server closed the connection")
-        buf += chunk
+        buf += more
     return buf
 
 
@@ -79,11 +82,9 @@ def raw_client(path, idx, start, q):
     while time.time() < end:
         for _ in range(50):
             send(wmsg)
-            hdr = _recv_exact(s, 16)
-            _recv_exact(s, HDR.unpack(hdr)[3])
+            _recv_reply(recv)
             send(rmsg)
-            hdr = _recv_exact(s, 16)
-            _recv_exact(s, HDR.unpack(hdr)[3])
+            _recv_reply(recv)
         pairs += 50
     q.put(pairs)
 
@@ -140,15 +141,19 @@ def main():
         wait_socket(echo_path, echo)
         rows = []
         for n in (1, 4, 16):
-            raw = measure(raw_client, xs_path, n)
-            viapyxs = measure(pyxs_client, xs_path, n)
-            ref = measure(raw_client, echo_path, n)
-            rows.append((n, raw, viapyxs, ref))
+            best = [0.0, 0.0, 0.0]
+            for _ in range(REPEATS):
+                # interleaved, so that load changes hit all three alike
+                for i, (fn, path) in enumerate(((raw_client, xs_path),
+                                                (pyxs_client, xs_path),
+                                                (raw_client, echo_path))):
+                    best[i] = max(best[i], measure(fn, path, n))
+            rows.append((n, *best))
     finally:
         for p in (xs, echo):
             p.terminate()
             p.wait()
-    print(f"xenstored write+read throughput, ops/s ({SECONDS:g} s per cell)")
+    print(f"xenstored write+read throughput, ops/s (best of {REPEATS} x {SECONDS:g} s)")
     print(f"{'clients':>7} {'raw':>9} {'pyxs':>9} {'echo':>9} {'raw/echo':>9} "
           f"{'raw/C-xs':>9}")
     for n, raw, viapyxs, ref in rows:
