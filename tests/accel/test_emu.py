@@ -627,6 +627,24 @@ landing:
     assert g.rec.reports[0][:2] == (0, 0x77)
 
 
+def test_page_fault_while_delivering_a_benign_event(guest):
+    """int3 with the stack unmapped: the #PF is delivered (serially, not as
+    #DF) on its IST stack, with CR2 = the first frame slot pushed."""
+    g = guest(GATES + f"""
+    SETGATE 14, pf_ist_handler, 0x8e, 1
+    mov rsp, {UNMAPPED}
+    int3
+pf_ist_handler:
+    mov rdi, 14
+    mov rsi, [rsp]                   # error code: write, not present
+    mov rdx, cr2
+    HCALL {REPORT}
+    jmp stop
+""" + HANDLERS)
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    assert g.rec.reports[0][:3] == (14, 2, UNMAPPED - 8)
+
+
 def test_request_stop_from_another_thread(guest):
     g = guest("""
     xor ecx, ecx

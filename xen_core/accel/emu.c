@@ -97,6 +97,7 @@ struct emu_vcpu {
     uint64_t slice_start;
     uint64_t syscall_rip;
     uint64_t pending_rip;
+    uint64_t fault_va; /* where the last sys_access() failed */
     int in_py_hook; /* inside a Python callback made from a unicorn hook */
     int in_run;
     pthread_t thread;
@@ -348,11 +349,11 @@ static int sys_access(struct emu_vcpu *v, uint64_t va, void *buf, size_t len, bo
         size_t chunk = 4096 - (va & 0xfff);
         if (chunk > len)
             chunk = len;
-        if (gva_to_gpa(v, va, &pa))
+        if (gva_to_gpa(v, va, &pa) != 0 ||
+            (write ? uc_mem_write(v->uc, pa, b, chunk) : uc_mem_read(v->uc, pa, b, chunk))) {
+            v->fault_va = va;
             return -1;
-        uc_err e = write ? uc_mem_write(v->uc, pa, b, chunk) : uc_mem_read(v->uc, pa, b, chunk);
-        if (e != UC_ERR_OK)
-            return -1;
+        }
         va += chunk;
         b += chunk;
         len -= chunk;
@@ -414,36 +415,52 @@ static void load_inner_cs_ss(struct emu_vcpu *v, uint16_t sel, uint32_t e2, int 
  * 16-byte aligned frame SS RSP RFLAGS CS RIP [error], IF cleared for
  * interrupt gates. Returns 0, -1 when delivery itself faults (the caller
  * escalates), -2 for what this engine cannot do. */
-static int deliver64(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bool soft)
+struct fault {
+    int vec;
+    uint32_t err;
+    uint64_t cr2;
+};
+
+#define FAULT(v_, e_) (f->vec = (v_), f->err = (e_), -1)
+#define PAGE_FAULT(w_) (f->vec = 14, f->err = (w_) ? 2 : 0, f->cr2 = v->fault_va, -1)
+
+static int deliver64(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bool soft,
+                     bool ext, struct fault *f)
 {
     uc_engine *uc = v->uc;
     uc_x86_mmr idtr = {0}, gdtr = {0}, tr = {0};
+    uint32_t idt_err = vec * 8 + 2 + ext; /* error code naming the IDT entry */
     uc_reg_read(uc, UC_X86_REG_IDTR, &idtr);
     if ((uint64_t)vec * 16 + 15 > idtr.limit)
-        return -1;
+        return FAULT(13, idt_err);
     uint8_t g[16];
     if (sys_access(v, idtr.base + vec * 16, g, 16, false))
-        return -1;
+        return PAGE_FAULT(false);
     uint16_t sel = g[2] | g[3] << 8;
     int ist = g[4] & 7, type = g[5] & 0xf, gate_dpl = (g[5] >> 5) & 3, present = g[5] >> 7;
     uint64_t target = (uint64_t)(g[0] | g[1] << 8) | (uint64_t)(g[6] | g[7] << 8) << 16 |
                       (uint64_t)(g[8] | g[9] << 8 | g[10] << 16 | (uint32_t)g[11] << 24) << 32;
-    if (!present || (type != 0xe && type != 0xf))
-        return -1;
+    if (type != 0xe && type != 0xf)
+        return FAULT(13, idt_err);
+    if (!present)
+        return FAULT(11, idt_err);
     uint64_t cs = rreg(uc, UC_X86_REG_CS), ss = rreg(uc, UC_X86_REG_SS);
     int cpl = cs & 3;
     if (soft && gate_dpl < cpl)
-        return -1;
+        return FAULT(13, idt_err);
     /* The target code segment descriptor decides the new CPL. */
     uint32_t e[2];
     uc_reg_read(uc, UC_X86_REG_GDTR, &gdtr);
-    if ((sel & ~3u) == 0 || (sel & 4) || (sel | 7u) > gdtr.limit ||
-        sys_access(v, gdtr.base + (sel & ~7u), e, 8, false))
-        return -1;
+    if ((sel & ~3u) == 0 || (sel & 4) || (sel | 7u) > gdtr.limit)
+        return FAULT(13, (sel & ~3u) + ext);
+    if (sys_access(v, gdtr.base + (sel & ~7u), e, 8, false))
+        return PAGE_FAULT(false);
     uint32_t e2 = e[1];
     int dpl = (e2 >> 13) & 3;
-    if ((e2 & (DESC_P | DESC_S | DESC_CODE)) != (DESC_P | DESC_S | DESC_CODE) || dpl > cpl)
-        return -1;
+    if ((e2 & (DESC_S | DESC_CODE)) != (DESC_S | DESC_CODE) || dpl > cpl)
+        return FAULT(13, (sel & ~3u) + ext);
+    if (!(e2 & DESC_P))
+        return FAULT(11, (sel & ~3u) + ext);
     if (!(e2 & DESC_L)) {
         set_err(v, "event %d: handler segment %#x is not 64-bit", vec, sel);
         return -2;
@@ -455,8 +472,10 @@ static int deliver64(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bo
         /* 64-bit TSS: RSP0..2 at 4, IST1..7 at 0x24. */
         uint32_t off = ist ? 0x24 + (ist - 1) * 8 : 4 + dpl * 8;
         uc_reg_read(uc, UC_X86_REG_TR, &tr);
-        if (off + 7 > tr.limit || sys_access(v, tr.base + off, &new_rsp, 8, false))
-            return -1;
+        if (off + 7 > tr.limit)
+            return FAULT(10, (uint32_t)(rreg(uc, UC_X86_REG_TR) & ~3u) + ext);
+        if (sys_access(v, tr.base + off, &new_rsp, 8, false))
+            return PAGE_FAULT(false);
     }
     new_rsp &= ~0xfull;
     uint64_t frame[6];
@@ -469,8 +488,11 @@ static int deliver64(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bo
     frame[n++] = rsp;
     frame[n++] = ss;
     new_rsp -= n * 8;
-    if (sys_access(v, new_rsp, frame, n * 8, true))
-        return -1;
+    /* Pushed from the top, as the CPU does: CR2 names the first slot that
+     * cannot be written. */
+    for (int i = n - 1; i >= 0; i--)
+        if (sys_access(v, new_rsp + i * 8, &frame[i], 8, true))
+            return PAGE_FAULT(true);
     if (dpl < cpl)
         load_inner_cs_ss(v, sel, e2, dpl);
     else if (sel != cs)
@@ -484,33 +506,54 @@ static int deliver64(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bo
     return 0;
 }
 
-/* Deliver with x86's escalation: a fault while delivering becomes #DF, a
- * fault while delivering #DF is a triple fault (shutdown). */
+static bool contributory(int vec) { return vec == 0 || (vec >= 10 && vec <= 13); }
+
+/* Deliver an event; a fault while delivering it is handled with x86's
+ * rules (SDM vol. 3 table 6-5): contributory after contributory, or
+ * contributory/#PF after #PF, is #DF; anything after #DF is a triple fault
+ * (shutdown); otherwise the second exception is delivered in turn. */
 static int raise_event(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bool soft)
 {
-    bool long_mode = rd_msr(v->uc, MSR_EFER) & EFER_LMA;
-    int r = -1;
-    if (long_mode)
-        r = deliver64(v, vec, has_err, err, soft);
-    else {
-        /* Legacy-mode IDTs are not implemented; an empty one (PVH entry
-         * before the guest loads its own) faults like hardware. */
-        uc_x86_mmr idtr = {0};
-        uc_reg_read(v->uc, UC_X86_REG_IDTR, &idtr);
-        if (idtr.limit != 0 && (uint64_t)vec * 8 + 7 <= idtr.limit) {
-            set_err(v, "event %d in legacy protected mode: not supported", vec);
-            r = -2;
+    bool ext = !soft;
+    for (int depth = 0; depth < 4; depth++) {
+        struct fault f = {0};
+        int r;
+        if (rd_msr(v->uc, MSR_EFER) & EFER_LMA) {
+            r = deliver64(v, vec, has_err, err, soft, ext, &f);
+        } else {
+            /* Legacy-mode IDTs are not implemented; an empty one (PVH entry
+             * before the guest loads its own) faults like hardware. */
+            uc_x86_mmr idtr = {0};
+            uc_reg_read(v->uc, UC_X86_REG_IDTR, &idtr);
+            r = -1;
+            f.vec = 13;
+            if (idtr.limit != 0 && (uint64_t)vec * 8 + 7 <= idtr.limit) {
+                set_err(v, "event %d in legacy protected mode: not supported", vec);
+                r = -2;
+            }
         }
+        if (r == 0)
+            return 0;
+        if (r == -2) {
+            v->reason = R_ERROR;
+            return -1;
+        }
+        if (vec == 8)
+            break; /* triple fault */
+        if (f.vec == 14)
+            wreg(v->uc, UC_X86_REG_CR2, f.cr2);
+        bool dbl = (contributory(vec) && contributory(f.vec)) ||
+                   (vec == 14 && (contributory(f.vec) || f.vec == 14));
+        if (dbl)
+            vec = 8, err = 0;
+        else
+            vec = f.vec, err = f.err;
+        has_err = true; /* #DF, #TS, #NP, #GP, #PF all push one */
+        soft = false;
+        ext = true;
     }
-    if (r == -1 && vec != 8) {
-        if (long_mode)
-            r = deliver64(v, 8, true, 0, false);
-    }
-    if (r == 0)
-        return 0;
-    v->reason = r == -2 ? R_ERROR : R_TRIPLE;
-    if (r != -2)
-        set_err(v, "triple fault delivering vector %d", vec);
+    v->reason = R_TRIPLE;
+    set_err(v, "triple fault");
     return -1;
 }
 
