@@ -196,3 +196,24 @@ def test_many_clients_concurrently(daemon):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_watch_event_order_through_the_daemon(daemon):
+    watcher, writer = RawClient(daemon.sock), RawClient(daemon.sock)
+    watcher.ok(w.XS_WATCH, b"/ord", b"A")
+    watcher.ok(w.XS_WATCH, b"/ord/sub", b"B")
+    for i in range(20):
+        writer.write(b"/ord/sub/%d" % i if i % 2 else b"/ord/%d" % i, b"x")
+    watcher.ok(w.XS_READ, b"/")        # everything before this reply has arrived
+    expected = [(b"/ord", b"A"), (b"/ord/sub", b"B")]
+    for i in range(20):
+        if i % 2:
+            p = b"/ord/sub/%d" % i
+            expected += [(p, b"A"), (p, b"B")]     # registration order
+        else:
+            expected.append((b"/ord/%d" % i, b"A"))
+    assert watcher.events == expected
+    # An event caused by one's own request comes ahead of its reply.
+    watcher.events.clear()
+    t, body = watcher.request(w.XS_WRITE, b"/ord/own\0v")
+    assert watcher.events == [(b"/ord/own", b"A")] and body == b"OK\0"
