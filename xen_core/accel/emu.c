@@ -5,16 +5,26 @@
  * emu_py_exit() (cffi extern "Python", which takes the GIL) for work the core
  * must do: hypercalls, port I/O, the hypercall-page MSR, hlt.
  *
- * Unicorn facts this file works around (see SOFTWARE-CPU-NOTES.md):
- * - it never delivers exceptions through the guest IDT: UC_HOOK_INTR hands
- *   us the vector and we build the frame; QEMU's "exception in flight"
- *   (env->old_exception) is never reset by unicorn, so we reset it through a
- *   context save/patch/restore; the error code and the int-n flag live in the
- *   same CPU state. Their offsets are found at start-up by emu_calibrate()
- *   (probe runs diffing context snapshots), not hard-coded.
- * - no wrmsr hook: a block hook scans each new block for `0f 30`; a code hook
- *   is then placed on each site (it fires only if an instruction starts there).
- * - asynchronous stop/interrupt only at block boundaries, from the block
+ * Unicorn facts this file works around (SOFTWARE-CPU-NOTES.md, and measured
+ * while writing it):
+ * - It never delivers exceptions through the guest IDT: UC_HOOK_INTR hands
+ *   us the vector and we deliver (deliver64, raise_event). QEMU's
+ *   "exception in flight" (env->old_exception) is never reset by unicorn,
+ *   and even a clean stop leaves it set (13), so it is cleared after each
+ *   delivery and each emu_start. It, the error code, the int-n flag, hflags
+ *   and the CS/SS caches are reached through a context snapshot at offsets
+ *   found at start-up by emu_calibrate() (probe runs diffing snapshots).
+ * - No wrmsr hook: a block hook scans each new block for `0f 30` and puts a
+ *   code hook on each site (it fires only if an instruction starts there).
+ * - A stop asked for inside an `out` hook only takes effect at the end of
+ *   the block; unicorn checks for a stop after code hooks, so the same scan
+ *   puts one after each `out imm8, eax` to the hypercall port.
+ * - Writing RIP from a hook that runs mid-block (`out`, syscall) derails
+ *   unicorn; only exception-path hooks (INTR, invalid opcode) may. The
+ *   others stop and let the run loop move RIP.
+ * - `syscall` is skipped by unicorn: performed here. `lock` is not atomic
+ *   across engines: a machine's vCPUs take turns on one CPU lock.
+ * - Asynchronous stop/interrupt only at block boundaries, from the block
  *   hook on the vCPU's own thread (never an emu_start timeout).
  */
 #ifndef _GNU_SOURCE
@@ -772,6 +782,13 @@ static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
 
 /* --------------------------------------------------------- run loop */
 
+/* New code may now sit where scanned blocks were (the cache is keyed by
+ * virtual address, invalidation is by physical range): scan again. */
+static void forget_scans(struct emu_vcpu *v)
+{
+    memset(v->scanned, 0xff, sizeof(v->scanned));
+}
+
 static void apply_op(struct emu_vcpu *v, struct mem_op *op)
 {
     switch (op->kind) {
@@ -783,6 +800,7 @@ static void apply_op(struct emu_vcpu *v, struct mem_op *op)
         break;
     case 2:
         uc_ctl_remove_cache(v->uc, op->gpa, op->gpa + op->size);
+        forget_scans(v);
         break;
     }
 }
@@ -792,8 +810,10 @@ static void drain_ops(struct emu_vcpu *v)
     pthread_mutex_lock(&v->mu);
     for (int i = 0; i < v->nops; i++)
         apply_op(v, &v->ops[i]);
-    if (v->ops_overflow)
+    if (v->ops_overflow) {
         uc_ctl_flush_tb(v->uc);
+        forget_scans(v);
+    }
     v->nops = 0;
     v->ops_overflow = 0;
     atomic_fetch_and(&v->flags, ~F_OPS);
@@ -812,8 +832,10 @@ static int mem_op(struct emu_vcpu *v, int kind, uint64_t gpa, uint64_t size, uin
             rc = uc_mem_map_ptr(v->uc, gpa, size, UC_PROT_ALL, (void *)(uintptr_t)host);
         else if (kind == 1)
             rc = uc_mem_unmap(v->uc, gpa, size);
-        else
+        else {
             rc = uc_ctl_remove_cache(v->uc, gpa, gpa + size);
+            forget_scans(v);
+        }
     } else if (v->nops < MAX_OPS) {
         v->ops[v->nops++] = op;
         atomic_fetch_or(&v->flags, F_OPS);
@@ -1119,6 +1141,7 @@ int emu_set_boot(struct emu_vcpu *v, int mode, uint64_t rip, const uint64_t *reg
         wreg(uc, UC_X86_REG_RIP, rip);
     }
     uc_ctl_flush_tb(uc);
+    forget_scans(v);
     return 0;
 }
 
