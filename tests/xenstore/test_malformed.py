@@ -52,7 +52,7 @@ def test_oversized_length_closes_only_that_connection(daemon, client):
 
 
 def test_unknown_type_is_enosys_and_connection_lives(daemon, client):
-    for mtype in (w.XS_WATCH_EVENT, w.XS_ERROR, w.XS_INVALID, 23, 0xFFFFFFFF):
+    for mtype in (w.XS_WATCH_EVENT, w.XS_ERROR, 20, w.XS_INVALID, 0xFFFFFFFF):
         t, body = client.request(mtype, b"junk\0")
         assert (t, body) == (w.XS_ERROR, b"ENOSYS\0")
     assert client.ok(w.XS_READ, b"/local/domain/0/domid") == b"0"

@@ -92,7 +92,7 @@ def test_argument_errors(h):
     assert h.error(w.XS_GET_DOMAIN_PATH, b"abc\0") == "EINVAL"
     assert h.error(w.XS_TRANSACTION_END, b"X\0") == "EINVAL"  # arg checked first
     assert h.error(w.XS_TRANSACTION_END, b"T\0") == "ENOENT"  # then the tx
-    for t in (w.XS_WATCH_EVENT, w.XS_ERROR, w.XS_INVALID, 23, 999):
+    for t in (w.XS_WATCH_EVENT, w.XS_ERROR, 20, w.XS_TYPE_COUNT, w.XS_INVALID, 999):
         assert h.error(t, b"") == "ENOSYS"
 
 
