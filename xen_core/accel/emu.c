@@ -56,6 +56,7 @@ static int emu_py_exit(void *handle, struct emu_exit *e);
 #define SCAN_SLOTS 4096 /* direct-mapped cache of already scanned blocks */
 #define MAX_SITES 256
 #define MAX_OPS 64
+#define EMU_TCG_BUFFER (128u << 20)
 #define NEVER_PC 0xfff0000000000000ULL /* non-canonical: `until` never hit */
 
 #define HF_INHIBIT_IRQ (1u << 3) /* QEMU hflags: interrupt shadow (sti, mov ss) */
@@ -1213,6 +1214,10 @@ struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, void *handle, char 
     }
     build_priv_page(v->priv);
     uc_err e = uc_open(UC_ARCH_X86, UC_MODE_64, &v->uc);
+    /* Unicorn reserves 1 GiB of translation buffer per engine by default;
+     * one vCPU needs far less (when full, QEMU flushes and retranslates). */
+    if (e == UC_ERR_OK)
+        e = uc_ctl_set_tcg_buffer_size(v->uc, EMU_TCG_BUFFER);
     if (e == UC_ERR_OK)
         e = uc_context_alloc(v->uc, &v->ctx);
     if (e == UC_ERR_OK)
