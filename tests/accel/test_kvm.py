@@ -368,6 +368,51 @@ def test_request_stop_from_another_thread_stops_a_spinning_guest(vm_factory):
     assert vcpu.get_regs()["rip"] == rip   # still in the jmp loop
 
 
+def test_no_stop_or_interrupt_request_is_lost_in_races(vm_factory):
+    """Requests land at every point of the run loop (before KVM_RUN, inside
+    it, in the handler): each must end its run. A lost one would leave run()
+    spinning; the watchdog then stops it and the test fails."""
+    import random
+    vm = vm_factory()
+    _irq_guest(vm.mem, 0x43, "sti\n" + hypercall(1) + "2: jmp 2b\n")
+    vcpu = vm.vcpu()
+    delivered = []
+
+    def on_hypercall(v, nr, args):
+        if nr == 1:
+            v.request_stop()      # first run: stop once the guest is spinning
+        if nr == 0x40:
+            delivered.append(1)
+            v.request_stop()
+
+    handler = Recorder(on_hypercall=on_hypercall)
+    assert vcpu.run(handler) is RunResult.STOPPED
+    rng = random.Random(4)
+    lost = []
+    for i in range(100):
+        interrupt = i % 2
+        done = threading.Event()
+
+        def poke():
+            for _ in range(rng.randrange(0, 2000)):
+                pass
+            if interrupt:
+                vcpu.request_interrupt(0x43)
+            else:
+                vcpu.request_stop()
+            if not done.wait(30):
+                lost.append(i)
+                vcpu.request_stop()
+
+        t = threading.Thread(target=poke)
+        t.start()
+        assert vcpu.run(handler) is RunResult.STOPPED
+        done.set()
+        t.join()
+    assert lost == []
+    assert len(delivered) == 50
+
+
 def test_stop_requested_before_run_returns_at_once(vm_factory):
     vm = vm_factory(SPIN)
     vcpu = vm.vcpu()
