@@ -233,7 +233,10 @@ class KvmMachine:
 
     def unmap_memory(self, gpa: int, size: int) -> None:
         """Unmap [gpa, gpa+size), which must be fully mapped; slots that
-        extend beyond it keep their remaining parts."""
+        extend beyond it keep their remaining parts. KVM cannot split a slot
+        atomically: while it is deleted and re-added, another running vCPU
+        reading its remaining parts sees unbacked memory (all ones), so pause
+        the other vCPUs around an unmap that splits a slot."""
         self._check_open()
         if gpa % PAGE_SIZE or size % PAGE_SIZE or size <= 0 or gpa < 0:
             raise ValueError(f"unmap_memory: {gpa:#x}+{size:#x} is not a page-aligned range")
@@ -328,8 +331,10 @@ class KvmVcpu:
 
     `dispatch` picks how exits reach the handler: "return" (C returns to the
     Python loop in run() per exit) or "callback" (C calls into Python from the
-    KVM_RUN loop). bench/accel_kvm.py measures both; "return" is as fast here
-    and keeps a handler exception a plain exception.
+    KVM_RUN loop through an extern "Python" function). bench/accel_kvm.py
+    measures both: "return" was 0.5 us cheaper per exit on a quiet run here
+    (7.6 vs 8.2 us against a 6.1 us raw exit) and keeps a handler exception a
+    plain exception.
     """
     dispatch = "return"
 
