@@ -44,7 +44,7 @@ int emu_calibrate(char *err, size_t errlen);
 struct emu_machine *emu_machine_new(const struct emu_cpuid_leaf *leaves, int n,
                                     uint32_t hypercall_port);
 void emu_machine_free(struct emu_machine *m);
-struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, void *handle,
+struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, uint64_t token,
                               char *err, size_t errlen);
 void emu_vcpu_free(struct emu_vcpu *v);
 int emu_mem_map(struct emu_vcpu *v, uint64_t gpa, uint64_t size, uint64_t host);
@@ -64,7 +64,7 @@ void emu_set_c_hypercalls(struct emu_vcpu *v, int on);
 uint64_t emu_counter(struct emu_vcpu *v, int which);
 double emu_bench_bare_loop(uint64_t iterations, int empty_block_hook);
 
-extern "Python" int emu_py_exit(void *handle, struct emu_exit *e);
+extern "Python" int emu_py_exit(uint64_t token);
 """
 
 ffibuilder = FFI()

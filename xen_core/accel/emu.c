@@ -44,7 +44,7 @@
 #include "emu.h"
 
 /* Provided by cffi (extern "Python"). */
-static int emu_py_exit(void *handle, struct emu_exit *e);
+static int emu_py_exit(uint64_t token);
 
 #define F_STOP 1u
 #define F_IRQ 2u
@@ -98,7 +98,7 @@ struct emu_vcpu {
     struct emu_machine *m;
     uint8_t *priv; /* this vCPU's EMU_PRIV_GPA page, host side */
     int id;
-    void *handle;
+    uint64_t token; /* names the Python EmuVcpu (cheaper than a cffi handle) */
     uc_context *ctx;
     _Atomic unsigned flags;
     _Atomic uint64_t irq_bits[4];
@@ -205,7 +205,7 @@ static int call_python(struct emu_vcpu *v, uc_engine *uc)
 {
     cpu_unlock(v);
     v->in_py_hook = uc != NULL;
-    int rc = emu_py_exit(v->handle, &v->exit);
+    int rc = emu_py_exit(v->token);
     v->in_py_hook = 0;
     cpu_lock(v);
     if (rc != 0) {
@@ -1188,7 +1188,7 @@ static int add_hooks(struct emu_vcpu *v)
     return 0;
 }
 
-struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, void *handle, char *err,
+struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, uint64_t token, char *err,
                               size_t errlen)
 {
     if (!cal.done) {
@@ -1202,7 +1202,7 @@ struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, void *handle, char 
     }
     v->m = m;
     v->id = id;
-    v->handle = handle;
+    v->token = token;
     v->irq_defer_rip = ~0ull;
     v->wrmsr_skip = ~0ull;
     memset(v->scanned, 0xff, sizeof(v->scanned));

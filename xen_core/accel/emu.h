@@ -49,7 +49,7 @@ int emu_calibrate(char *err, size_t errlen);
 struct emu_machine *emu_machine_new(const struct emu_cpuid_leaf *leaves, int n,
                                     uint32_t hypercall_port);
 void emu_machine_free(struct emu_machine *m);
-struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, void *handle,
+struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, uint64_t token,
                               char *err, size_t errlen);
 void emu_vcpu_free(struct emu_vcpu *v);
 int emu_mem_map(struct emu_vcpu *v, uint64_t gpa, uint64_t size, uint64_t host);

@@ -7,6 +7,7 @@ extern "Python") only for exits the core must answer.
 """
 from __future__ import annotations
 
+import itertools
 import mmap
 import struct
 import threading
@@ -34,12 +35,19 @@ if lib is not None:
                 lib.EMU_RUN_TRIPLE_FAULT: RunResult.TRIPLE_FAULT,
                 lib.EMU_RUN_ERROR: RunResult.ERROR}
 
-# struct emu_exit (emu.h): kind port size msr nr args[6] value; read in one
-# unpack because each cffi field access costs ~0.1-0.2 us here.
+# struct emu_exit (emu.h): kind port size msr nr args[6] value, read with
+# struct because each cffi field access costs ~0.1-0.2 us here.
 _EXIT = struct.Struct("<iIIIQ6QQ")
+_HEAD = struct.Struct("<i12xQ")      # kind, nr
+_ARGS = struct.Struct("<6Q")
+_ARGS_OFF = 24
 _VALUE = struct.Struct("<Q")
 _VALUE_OFF = 72
 _MASK64 = 0xFFFFFFFFFFFFFFFF
+
+# C names a vCPU by a token (an int converts faster than a cffi handle).
+_LIVE: dict[int, "EmuVcpu"] = {}
+_TOKENS = itertools.count(1)
 
 _calibrated: tuple[bool, str] | None = None
 _cal_lock = threading.Lock()
@@ -61,8 +69,8 @@ def _calibrate() -> tuple[bool, str]:
 
 if ffi is not None:
     @ffi.def_extern()
-    def emu_py_exit(handle, e):
-        vcpu: EmuVcpu = ffi.from_handle(handle)
+    def emu_py_exit(token):
+        vcpu = _LIVE[token]
         try:
             vcpu._dispatch()
             return 0
@@ -77,28 +85,33 @@ class EmuVcpu:
     def __init__(self, machine: "EmuMachine", vcpu_id: int):
         self.id = vcpu_id
         self._machine = machine
-        self._handle = ffi.new_handle(self)
+        self._token = next(_TOKENS)
         self._handler: ExitHandler | None = None
+        self._hypercall = None
         self._exc: BaseException | None = None
         self._running = False
         self.error = ""
         err = ffi.new("char[256]")
-        self._v = lib.emu_vcpu_new(machine._m, vcpu_id, self._handle, err, 256)
+        self._v = lib.emu_vcpu_new(machine._m, vcpu_id, self._token, err, 256)
         if self._v == ffi.NULL:
             raise OSError(f"emu vcpu {vcpu_id}: {ffi.string(err).decode()}")
+        _LIVE[self._token] = self
         self._regs = ffi.new("uint64_t[18]")
         assert ffi.offsetof("struct emu_exit", "value") == _VALUE_OFF
         self._exit = memoryview(ffi.buffer(lib.emu_exit_of(self._v), _EXIT.size))
 
     # -- exits (called from C on the vCPU thread, GIL held) --
     def _dispatch(self) -> None:
+        buf = self._exit
+        kind, nr = _HEAD.unpack_from(buf)
+        if kind == 1:    # EMU_EXIT_HYPERCALL: the hot path
+            rv = self._hypercall(self, nr, _ARGS.unpack_from(buf, _ARGS_OFF))
+            _VALUE.pack_into(buf, _VALUE_OFF, rv & _MASK64)
+            return
         h = self._handler
-        kind, port, size, msr, nr, a0, a1, a2, a3, a4, a5, value = _EXIT.unpack_from(self._exit)
-        if kind == 1:    # EMU_EXIT_HYPERCALL
-            rv = h.hypercall(self, nr, (a0, a1, a2, a3, a4, a5))
-            _VALUE.pack_into(self._exit, _VALUE_OFF, rv & _MASK64)
-        elif kind == 3:  # EMU_EXIT_IO_IN
-            _VALUE.pack_into(self._exit, _VALUE_OFF, h.io_in(self, port, size) & 0xFFFFFFFF)
+        kind, port, size, msr, nr, a0, a1, a2, a3, a4, a5, value = _EXIT.unpack_from(buf)
+        if kind == 3:    # EMU_EXIT_IO_IN
+            _VALUE.pack_into(buf, _VALUE_OFF, h.io_in(self, port, size) & 0xFFFFFFFF)
         elif kind == 4:  # EMU_EXIT_IO_OUT
             h.io_out(self, port, size, value)
         elif kind == 2:  # EMU_EXIT_WRMSR
@@ -138,12 +151,13 @@ class EmuVcpu:
         if self._running:
             raise RuntimeError(f"emu vcpu {self.id} is already running")
         self._handler = handler
+        self._hypercall = handler.hypercall
         self._exc = None
         self._running = True
         try:
             rc = lib.emu_run(self._v)
         finally:
-            self._handler = None
+            self._handler = self._hypercall = None
             self._running = False
         self.error = ffi.string(lib.emu_error(self._v)).decode()
         if self._exc is not None:
@@ -189,6 +203,7 @@ class EmuVcpu:
             raise RuntimeError(f"emu vcpu {self.id} is running: stop it before close")
         if self._v is not None and self._v != ffi.NULL:
             lib.emu_vcpu_free(self._v)
+        _LIVE.pop(self._token, None)
         self._v = None
         self._machine._vcpus.pop(self.id, None)
 
