@@ -57,7 +57,7 @@ class XenStoreServer:
             reply = process(conn, mtype, req_id, tx_id, payload)
             if trace:
                 self._trace("OUT", conn, *w.XSD_SOCKMSG.unpack_from(reply)[:3], reply[16:])
-            if store.event_conns:
+            if store.watch_table.event_conns:
                 # xenstored queues a WATCH's first event after its reply and
                 # every other event ahead of the reply that caused it.
                 if mtype == w.XS_WATCH:

@@ -11,10 +11,12 @@ import re
 from xen_core.abi.xs_wire import XENSTORE_ABS_PATH_MAX, XENSTORE_REL_PATH_MAX
 
 from .errors import XsError
+from .paths import basename, parent_of
 from .perms import (PERM_NONE, PERM_READ, PERM_WRITE, parse_perms,
                     perm_for_conn, perms_to_strings)
 from .quota import Quota
 from .transaction import NO_GENERATION, Transaction
+from .watch import WatchTable
 
 # C xenstored's valid_chars(): anything else in a path is EINVAL.
 _valid_chars = re.compile(r"[A-Za-z0-9/_@-]*").fullmatch
@@ -33,23 +35,6 @@ _RECORD_HDR = 24
 _PERM_SIZE = 8
 
 
-def parent_of(path: str) -> str:
-    i = path.rfind("/")
-    return path[:i] if i > 0 else "/"
-
-
-def basename(path: str) -> str:
-    return path[path.rfind("/") + 1:]
-
-
-def is_child(child: str, parent: str) -> bool:
-    """C's is_child(): ``child`` is ``parent`` or lies below it."""
-    if parent == "/":
-        return True
-    return child.startswith(parent) and (len(child) == len(parent)
-                                         or child[len(parent)] == "/")
-
-
 def _entry_size(node) -> int:
     return (_RECORD_HDR + _PERM_SIZE * len(node.perms) + len(node.value)
             + sum(len(c) + 1 for c in node.children))
@@ -66,17 +51,6 @@ class Node:
 
     def copy(self) -> "Node":
         return Node(self.value, self.perms, list(self.children), self.generation)
-
-
-class Watch:
-    __slots__ = ("conn", "node", "token", "relative", "seq")
-
-    def __init__(self, conn, node, token, relative, seq):
-        self.conn = conn
-        self.node = node            # absolute path, or a special @name
-        self.token = token          # bytes, returned exactly as given
-        self.relative = relative    # prefix stripped from reported paths
-        self.seq = seq              # registration order
 
 
 class Domain:
@@ -120,9 +94,7 @@ class Store:
         self.nodecount: dict[int, int] = {}
         self.connections: dict[int, Connection] = {}
         self.next_conn_id = 1
-        self.watch_index: dict[str, list[Watch]] = {}
-        self.watch_seq = 0
-        self.event_conns: list[Connection] = []
+        self.watch_table = WatchTable()
         self.domains: dict[int, Domain] = {}
         self.special_perms = {name: ((priv_domid, PERM_NONE),)
                               for name in SPECIAL_WATCHES}
@@ -139,20 +111,14 @@ class Store:
         return conn
 
     def disconnect(self, conn: Connection) -> None:
-        self._drop_watches(conn)
+        self.watch_table.drop(conn)
         conn.transactions.clear()
         conn.events.clear()
         self.connections.pop(conn.id, None)
 
     def take_events(self):
         """Drain queued watch events: [(conn, [(path, token), ...]), ...]."""
-        out = []
-        for conn in self.event_conns:
-            if conn.events:
-                out.append((conn, conn.events))
-                conn.events = []
-        self.event_conns = []
-        return out
+        return self.watch_table.take_events()
 
     # ---- paths ------------------------------------------------------
     def canonical(self, conn: Connection, path: str) -> str:
@@ -279,8 +245,8 @@ class Store:
                 self.generation += 1
                 node.generation = self.generation
                 node.value = value
-                if self.watch_index:
-                    self._fire_now(path, (node.perms,), False)
+                if self.watch_table.index:
+                    self.watch_table.fire(path, (node.perms,), False)
                 return
         node = self._get(tx, path)
         if node is None:
@@ -406,71 +372,26 @@ class Store:
             raise XsError("EEXIST")
         if not conn.privileged and len(conn.watches) >= self.quota.watches:
             raise XsError("E2BIG", "watches quota")
-        self.watch_seq += 1
-        w = Watch(conn, abspath, token, relative, self.watch_seq)
-        conn.watches[key] = w
-        self.watch_index.setdefault(abspath, []).append(w)
+        conn.watches[key] = w = self.watch_table.add(conn, abspath, token, relative)
         # Fire once at registration: simplifies clients and restarts.
-        self._queue(conn, w, abspath)
+        self.watch_table.queue(conn, w, abspath)
 
     def unwatch(self, conn, path: str, token: bytes) -> None:
         abspath = path if path[:1] == "@" else self.canonical(conn, path)
         w = conn.watches.pop((abspath, token), None)
         if w is None:
             raise XsError("ENOENT")
-        self._unindex(w)
+        self.watch_table.remove(w)
 
     def reset_watches(self, conn) -> None:
-        self._drop_watches(conn)
+        self.watch_table.drop(conn)
         conn.transactions.clear()
-
-    def _drop_watches(self, conn):
-        for w in conn.watches.values():
-            self._unindex(w)
-        conn.watches.clear()
-
-    def _unindex(self, w):
-        lst = self.watch_index[w.node]
-        lst.remove(w)
-        if not lst:
-            del self.watch_index[w.node]
-
-    def _queue(self, conn, w, path):
-        rel = w.relative
-        if rel is not None and path.startswith(rel):
-            path = path[len(rel):]
-        if not conn.events:
-            self.event_conns.append(conn)
-        conn.events.append((path.encode(), w.token))
 
     def _fire(self, tx, path, perms_list, exact):
         if tx is not None:
             tx.events.append((path, perms_list, exact))
-        elif self.watch_index:
-            self._fire_now(path, perms_list, exact)
-
-    def _fire_now(self, path, perms_list, exact):
-        index = self.watch_index
-        if exact or path[0] == "@":
-            matches = list(index.get(path, ()))
-        else:
-            # Watches on the node or on any ancestor fire with the node's path.
-            matches = []
-            p = path
-            while True:
-                ws = index.get(p)
-                if ws:
-                    matches.extend(ws)
-                if p == "/":
-                    break
-                p = parent_of(p)
-            if len(matches) > 1:
-                matches.sort(key=lambda w: w.seq)
-        for w in matches:
-            c = w.conn
-            if c.privileged or any(perm_for_conn(c, p) & PERM_READ
-                                   for p in perms_list):
-                self._queue(c, w, path)
+        elif self.watch_table.index:
+            self.watch_table.fire(path, perms_list, exact)
 
     # ---- transactions ------------------------------------------------
     def lookup_tx(self, conn, txid: int):
@@ -513,9 +434,9 @@ class Store:
                 nodes[path] = node
         for domid, delta in tx.nodedelta.items():
             self.nodecount[domid] = self.nodecount.get(domid, 0) + delta
-        if self.watch_index:
+        if self.watch_table.index:
             for ev in tx.events:
-                self._fire_now(*ev)
+                self.watch_table.fire(*ev)
 
     # ---- domains -------------------------------------------------------
     def _privileged(self, conn):
@@ -559,11 +480,7 @@ class Store:
             self.nodecount[self.priv_domid] = self.nodecount.get(self.priv_domid, 0) + moved
 
     def _fire_special(self, name):
-        perms = self.special_perms[name]
-        for w in list(self.watch_index.get(name, ())):
-            c = w.conn
-            if c.privileged or perm_for_conn(c, perms) & PERM_READ:
-                self._queue(c, w, name)
+        self.watch_table.fire_special(name, self.special_perms[name])
 
     def is_domain_introduced(self, conn, domid: int) -> bool:
         return domid == self.priv_domid or domid in self.domains

@@ -2,8 +2,6 @@
 xenstore-utils (which find us through XENSTORED_PATH)."""
 
 import os
-import select
-import signal
 import subprocess
 import threading
 

@@ -286,7 +286,7 @@ def test_watch_errors(store, dom0):
     assert err(store.watch, dom0, "/e", b"t") == "EEXIST"
     store.unwatch(dom0, "/e", b"t")
     assert err(store.unwatch, dom0, "/e", b"t") == "ENOENT"
-    assert store.watch_index == {}
+    assert store.watch_table.index == {}
 
 
 # ---- quotas -------------------------------------------------------------------
