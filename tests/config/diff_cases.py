@@ -79,6 +79,13 @@ CASES = {
     "unknown-keys": 'name="u"\nkernel="/k"\nfoo="bar"\nvif2=["x"]\n',
     "memory-quoted": 'name="q"\nkernel="/k"\nmemory="256"\nmaxmem="0x200"\n',
     "empty-lists": 'name="e"\nkernel="/k"\ndisk=[]\nvif=[]\npci=[]\ncpus=[]\nvcpus=2\n',
+    "viridian-list": 'name="v"\ntype="hvm"\nviridian=["base","!freq","all","defaults","!stimer"]\n',
+    "viridian-bool": 'name="v"\ntype="hvm"\nviridian=1\n',
+    "viridian-empty": 'name="v"\ntype="hvm"\nviridian=[]\n',
+    "passthrough-resources": ('name="p"\nkernel="/k"\nioports=["3f8-3ff","80","0x2f8-0x2ff"]\n'
+                              'irqs=["4","15"]\niomem=["fe000,2","0xfd000,1@20"]\n'),
+    "pci-globals": ('name="p"\ntype="hvm"\npci_permissive=1\npci_msitranslate=1\n'
+                    'pci_power_mgmt=1\npci_seize=1\npci=["00:1b.0","01:00.0,permissive=0"]\n'),
     "zero-vcpus": 'name="z"\nkernel="/k"\nvcpus=0\n',
 }
 
@@ -128,6 +135,13 @@ REJECTED = {
     "negative-number": 'name="x"\nkernel="/k"\nrtc_timeoffset=-3600\n',
     "hex-escape": 'name="x\\x41"\nkernel="/k"\n',
     "octal-escape-short": 'name="x\\1"\nkernel="/k"\n',
+    "empty-affinity": 'name="x"\nkernel="/k"\nvcpus=1\ncpus="1,^1"\n',
+    "empty-affinity-list": 'name="x"\nkernel="/k"\nvcpus=2\ncpus=["0",""]\n',
+    "affinity-beyond-host": 'name="x"\nkernel="/k"\nvcpus=1\ncpus="100"\n',
+    "viridian-unknown": 'name="x"\ntype="hvm"\nviridian=["warp"]\n',
+    "irq-bad": 'name="x"\nkernel="/k"\nirqs=["4x"]\n',
+    "ioport-too-big": 'name="x"\nkernel="/k"\nioports=["ffffffff"]\n',
+    "iomem-bad": 'name="x"\nkernel="/k"\niomem=["fe000"]\n',
     "mca": 'name="x"\ntype="hvm"\nmca_caps=["foo"]\n',
 }
 
@@ -140,6 +154,8 @@ STRICTER = {
     "memory-list": 'name="x"\nkernel="/k"\nmemory=[1]\n',
     "disk-not-list": 'name="x"\nkernel="/k"\ndisk="/a,raw,xvda"\n',
     "memory-plus-equals": 'name="x"\nkernel="/k"\nmemory+=5\n',
+    "ioport-trailing-junk": 'name="x"\nkernel="/k"\nioports=["3f8x"]\n',
+    "ioport-reversed": 'name="x"\nkernel="/k"\nioports=["3ff-3f8"]\n',
     "disk-empty-vdev": 'name="x"\nkernel="/k"\ndisk=["vdev=,target=/a"]\n',
 }
 

@@ -291,3 +291,36 @@ def test_every_model_field_has_json_metadata():
                 model.DeviceDisk, model.DeviceNic, model.DevicePci):
         for f in dataclasses.fields(cls):
             assert "kind" in f.metadata, (cls.__name__, f.name)
+
+
+def test_viridian_forms():
+    t = js(HVM + 'viridian = ["base", "!freq", "defaults"]\n')["b_info"]["type.hvm"]
+    assert t["viridian"] == "True" and t["viridian_enable"] == [0]
+    assert t["viridian_disable"] == [1]
+    t = js(HVM + 'viridian = ["all"]\n')["b_info"]["type.hvm"]
+    assert t["viridian_enable"] == list(range(64)) and "viridian_disable" not in t
+    assert js(HVM + "viridian = 0\n")["b_info"]["type.hvm"]["viridian"] == "False"
+    assert "unknown viridian enlightenment 'warp'" in fails(HVM + 'viridian = ["warp"]\n')
+
+
+def test_ioports_irqs_iomem():
+    b = js(BASE + 'ioports = ["3f8-3ff", "80"]\nirqs = ["4"]\n'
+           'iomem = ["fe000,2", "fd000,1@20"]\n')["b_info"]
+    assert b["ioports"] == [{"first": 0x3f8, "number": 8}, {"first": 0x80, "number": 1}]
+    assert b["irqs"] == [4]
+    assert b["iomem"] == [{"start": 0xfe000, "number": 2},
+                          {"start": 0xfd000, "number": 1, "gfn": 0x20}]
+    assert list(b).index("ioports") < list(b).index("claim_mode")
+    for bad in ('ioports = ["x"]', 'ioports = ["3ff-3f8"]', 'irqs = ["-1"]',
+                'iomem = ["1"]', 'ioports = ["ffffffff"]'):
+        fails(BASE + bad + "\n")
+
+
+def test_pci_global_options():
+    doc = js(HVM + "pci_permissive = 1\npci_seize = 1\npci = ['00:1b.0', '00:1c.0,seize=0']\n")
+    assert doc["pcidevs"][0]["permissive"] is True and doc["pcidevs"][0]["seize"] is True
+    assert "seize" not in doc["pcidevs"][1]
+
+
+def test_empty_hard_affinity_refused():
+    assert "vcpu hard affinity map is empty" in fails(BASE + 'vcpus = 1\ncpus = "1,^1"\n')

@@ -54,7 +54,7 @@ def _pairs(obj):
         elif kind == "keyed_union":
             if value is not None:
                 yield f"{meta['name']}.{obj.type}", ("map", list(_pairs(value)))
-        elif kind in ("list", "structs", "bitmaps"):
+        elif kind in ("list", "structs", "bitmaps", "ints"):
             if value:
                 yield f.name, _array(value, kind)
         elif kind == "bitmap":
@@ -85,6 +85,8 @@ def _array(values, kind):
         return ("array", [("map", list(_pairs(v))) for v in values])
     if kind == "bitmaps":
         return ("array", [("array", [("raw", str(b)) for b in v]) for v in values])
+    if kind == "ints":
+        return ("array", [("raw", str(v)) for v in values])
     return ("array", [("raw", _string(v)) for v in values])
 
 

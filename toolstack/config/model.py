@@ -61,6 +61,22 @@ class DomainCreateInfo:
 
 # ---- b_info and its parts ----------------------------------------------
 
+INVALID_GFN = (1 << 64) - 1             # LIBXL_INVALID_GFN (~(uint64_t)0)
+
+
+@dataclass
+class IoportRange:
+    first: int = F(0)
+    number: int = F(0)
+
+
+@dataclass
+class IomemRange:
+    start: int = F(0)
+    number: int = F(0)
+    gfn: int = F(INVALID_GFN)
+
+
 @dataclass
 class DomainSchedParams:
     sched: str = F("unknown")
@@ -129,6 +145,8 @@ class BuildInfoHvm:
     acpi_laptop_slate: bool | None = F(kind="defbool")
     nx: bool | None = F(kind="defbool")
     viridian: bool | None = F(kind="defbool")
+    viridian_enable: tuple | None = F(kind="bitmap")
+    viridian_disable: tuple | None = F(kind="bitmap")
     timeoffset: str | None = F()
     hpet: bool | None = F(kind="defbool")
     vpt_align: bool | None = F(kind="defbool")
@@ -234,6 +252,9 @@ class DomainBuildInfo:
     extra_pv: list = L()
     extra_hvm: list = L()
     sched_params: DomainSchedParams = S(DomainSchedParams)
+    ioports: list = L("structs")
+    irqs: list = L("ints")
+    iomem: list = L("structs")
     claim_mode: bool | None = F(kind="defbool")
     event_channels: int = F(0)
     kernel: str | None = F()

@@ -48,14 +48,21 @@ GIC_VERSIONS = ("default", "v2", "v3")
 TEE_TYPES = ("none", "optee")
 VUART_TYPES = ("unknown", "sbsa_uart")
 VGA = {"stdvga": "std", "cirrus": "cirrus", "none": "none", "qxl": "qxl"}
+# libxl_viridian_enlightenment, by value; the bitmaps are
+# LIBXL_BUILDINFO_HVM_VIRIDIAN_ENABLE_DISABLE_WIDTH (64) bits wide.
+VIRIDIAN = ("base", "freq", "time_ref_count", "reference_tsc",
+            "hcall_remote_tlb_flush", "apic_assist", "crash_ctl", "synic",
+            "stimer", "hcall_ipi", "ex_processor_masks", "no_vp_limit",
+            "cpu_hotplug")
+VIRIDIAN_WIDTH = 64
+UINT32_MAX = (1 << 32) - 1
 
 # Keys xl reads that this toolstack does not implement yet: accepted with a
 # warning, so nothing is silently dropped.
 UNSUPPORTED = {
-    "vnuma", "ioports", "irqs", "iomem", "dtdev", "p9", "vtpm", "vdispl",
+    "vnuma", "dtdev", "p9", "vtpm", "vdispl",
     "pvcalls", "vsnd", "channel", "vfb", "usbctrl", "usbdev", "cpuid", "vkb",
-    "vif2", "rdm", "ms_vm_genid", "viridian", "pci_msitranslate",
-    "pci_power_mgmt", "pci_permissive", "pci_seize", "mmio_hole",
+    "vif2", "rdm", "ms_vm_genid", "mmio_hole",
 }
 # Every other key xl's parser reads.
 KNOWN = {
@@ -87,7 +94,8 @@ KNOWN = {
     "spice_streaming_video", "nographic", "gfx_passthru", "serial", "boot",
     "usb", "usbversion", "usbdevice", "vkb_device", "soundhw",
     "xen_platform_pci", "vendor_device", "gic_version", "tee",
-    "xend_suspend_evtchn_compat", "msr_relaxed",
+    "xend_suspend_evtchn_compat", "msr_relaxed", "viridian", "pci_msitranslate",
+    "pci_power_mgmt", "pci_permissive", "pci_seize", "ioports", "irqs", "iomem",
 } | UNSUPPORTED
 
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
@@ -276,6 +284,12 @@ def _actions(ctx: _Ctx, d: DomainConfig):
 
 
 def _pcis(ctx: _Ctx, d: DomainConfig):
+    # Global defaults for every device (xl reads them as numbers).
+    defaults = {}
+    for key in ("msitranslate", "power_mgmt", "permissive", "seize"):
+        v = ctx.long("pci_" + key)
+        if v is not None:
+            defaults[key] = bool(v & 0xff)          # stored into a C bool
     items = V.get_list(ctx.cfg, "pci")
     if items is None:
         return
@@ -284,9 +298,9 @@ def _pcis(ctx: _Ctx, d: DomainConfig):
             break
         # xl copies b_info->u.hvm.rdm.policy into each device; for PV and
         # PVH that union member reads as zero, i.e. "strict".
-        policy = d.b_info.u.rdm.policy if d.b_info.type == "hvm" else "strict"
-        d.pcidevs.append(parse_pci(item.data, ctx.cfg.source,
-                                   {"rdm_policy": policy}))
+        defaults["rdm_policy"] = (d.b_info.u.rdm.policy if d.b_info.type == "hvm"
+                                  else "strict")
+        d.pcidevs.append(parse_pci(item.data, ctx.cfg.source, dict(defaults)))
     if d.pcidevs and d.c_info.type == "pv":
         d.b_info.u.e820_host = True
 
@@ -354,6 +368,7 @@ def _hvm(ctx: _Ctx, d: DomainConfig):
                 "vpt_align"):
         ctx.defbool(key, h, key)
     ctx.defbool("apic", b, "apic")
+    _viridian(ctx, h)
     if ctx.defbool("altp2mhvm", h, "altp2m") is not None:
         ctx.warn("altp2mhvm", "\"altp2mhvm\" is deprecated, use \"altp2m\"")
     ctx.replace_string("smbios_firmware", h, "smbios_firmware")
@@ -374,6 +389,80 @@ def _hvm(ctx: _Ctx, d: DomainConfig):
             h.bios = "ovmf"
         elif not _prefix_of(fw, "bios"):
             h.firmware = fw             # a path to a custom firmware
+
+
+def _viridian(ctx: _Ctx, h):
+    """`viridian = 1` (a defbool) or a list of enlightenments, "!" to disable."""
+    if not V.is_list(ctx.cfg, "viridian"):
+        ctx.defbool("viridian", h, "viridian")
+        return
+    items = V.get_string_list(ctx.cfg, "viridian")
+    if not items:
+        return
+    enable, disable = set(), set()
+    for name in items:
+        if name == "all":
+            enable |= set(range(VIRIDIAN_WIDTH))
+        elif name == "defaults":
+            h.viridian = True
+        else:
+            s, r = (disable, enable) if name.startswith("!") else (enable, disable)
+            bare = name[1:] if name.startswith("!") else name
+            if bare.lower() not in VIRIDIAN:
+                raise ctx.error("viridian", f"xl: unknown viridian enlightenment "
+                                            f"'{bare}'")
+            v = VIRIDIAN.index(bare.lower())
+            s.add(v)
+            r.discard(v)
+    h.viridian_enable = tuple(sorted(enable))
+    h.viridian_disable = tuple(sorted(disable))
+
+
+def _hex_prefix(text):
+    """C strtoul(text, &ep, 16): (value, rest) or None when no digits."""
+    m = re.match(r"[ \t]*(?:0[xX](?=[0-9a-fA-F]))?([0-9a-fA-F]+)", text)
+    if not m:
+        return None
+    return int(m.group(1), 16), text[m.end():]
+
+
+def _passthrough_resources(ctx: _Ctx, b):
+    """ioports (hex ranges), irqs (decimal) and iomem (hex "start,n[@gfn]")."""
+    from .model import IomemRange, IoportRange
+    for item in V.get_string_list(ctx.cfg, "ioports") or ():
+        bad = ctx.error("ioports", f"xl: Invalid argument parsing ioport: {item}")
+        first = _hex_prefix(item)
+        if first is None:
+            raise bad
+        start, rest = first
+        end = start
+        if rest.startswith("-"):
+            second = _hex_prefix(rest[1:])
+            if second is None or second[1]:
+                raise bad
+            end = second[0]
+        elif rest:
+            raise bad       # xl only warns here, then uses the start alone
+        if start >= UINT32_MAX or end >= UINT32_MAX:
+            raise ctx.error("ioports", f"xl: ioport {max(start, end):x} too big")
+        if end < start:
+            raise bad
+        b.ioports.append(IoportRange(first=start, number=end - start + 1))
+    for item in V.get_string_list(ctx.cfg, "irqs") or ():
+        if not re.fullmatch(r"[0-9]+", item):
+            raise ctx.error("irqs", f"xl: Invalid argument parsing irq: {item}")
+        if int(item) >= UINT32_MAX:
+            raise ctx.error("irqs", f"xl: irq {int(item):x} too big")
+        b.irqs.append(int(item))
+    hexnum = r"(?:0[xX])?[0-9a-fA-F]+"
+    for item in V.get_string_list(ctx.cfg, "iomem") or ():
+        m = re.fullmatch(rf"[ \t]*({hexnum}),[ \t]*({hexnum})(?:@[ \t]*({hexnum}))?", item)
+        if not m:
+            raise ctx.error("iomem", f"xl: Invalid argument parsing iomem: {item}")
+        r = IomemRange(start=int(m[1], 16), number=int(m[2], 16))
+        if m[3] is not None:
+            r.gfn = int(m[3], 16)
+        b.iomem.append(r)
 
 
 def _pv_or_pvh(ctx: _Ctx, d: DomainConfig):
@@ -534,6 +623,15 @@ def _hvm_devices(ctx: _Ctx, d: DomainConfig):
         h.vendor_device = v
 
 
+def _apply_global_affinity_masks(ctx: _Ctx, d: DomainConfig):
+    """xl's create_domain ANDs each hard-affinity map with the xl.conf masks
+    vm.cpumask / vm.{pv,hvm}.cpumask (default: all CPUs) and refuses an
+    empty result (apply_global_affinity_masks in xl_vcpu.c)."""
+    for cpus in d.b_info.vcpu_hard_affinity:
+        if not cpus:
+            raise ctx.error("cpus", "vcpu hard affinity map is empty")
+
+
 def build(cfg: Config, ncpus: int | None = None):
     """The DomainConfig for parsed settings, and the warnings to show."""
     ctx = _Ctx(cfg, ncpus or host_cpus())
@@ -581,6 +679,7 @@ def build(cfg: Config, ncpus: int | None = None):
     v = ctx.long("vmtrace_buf_kb")
     if v:
         b.vmtrace_buf_kb = v
+    _passthrough_resources(ctx, b)
     _devices(ctx, d)
     _device_model(ctx, d)
     _display(ctx, d)
@@ -593,6 +692,7 @@ def build(cfg: Config, ncpus: int | None = None):
     ctx.defbool("xend_suspend_evtchn_compat", c, "xend_suspend_evtchn_compat")
     if ctx.defbool("msr_relaxed", b.arch_x86, "msr_relaxed") is not None:
         ctx.warn("msr_relaxed", "msr_relaxed will be removed in future versions")
+    _apply_global_affinity_masks(ctx, d)
     for name in cfg.names():
         if name in UNSUPPORTED:
             ctx.warn(name, f"parameter `{name}' is not supported yet and is ignored")
