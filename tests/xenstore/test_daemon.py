@@ -2,6 +2,7 @@
 xenstore-utils (which find us through XENSTORED_PATH)."""
 
 import os
+import select
 import subprocess
 import threading
 
@@ -118,16 +119,30 @@ def test_xenstore_list_of_a_huge_directory(daemon, have_xenstore_utils):
     assert out == names
 
 
+def _readline(f, timeout=30):
+    """A line from a pipe, or fail instead of hanging the test run."""
+    line = b""
+    while not line.endswith(b"\n"):
+        r, _, _ = select.select([f], [], [], timeout)
+        if not r:
+            raise AssertionError(f"no output within {timeout}s (got {line!r})")
+        ch = os.read(f.fileno(), 1)
+        if not ch:
+            break
+        line += ch
+    return line
+
+
 def test_xenstore_watch_tool(daemon, have_xenstore_utils):
     p = subprocess.Popen(["xenstore-watch", "-n", "3", "/tool/w"], env=daemon.env,
                          stdout=subprocess.PIPE)
     try:
-        first = p.stdout.readline()          # registration event: now watching
+        first = _readline(p.stdout)          # registration event: now watching
         assert first.strip() == b"/tool/w"
         xs(daemon, "xenstore-write", "/tool/w/x", "1")
         xs(daemon, "xenstore-write", "/tool/w", "2")
-        assert p.stdout.readline().strip() == b"/tool/w/x"
-        assert p.stdout.readline().strip() == b"/tool/w"
+        assert _readline(p.stdout).strip() == b"/tool/w/x"
+        assert _readline(p.stdout).strip() == b"/tool/w"
         assert p.wait(timeout=30) == 0
     finally:
         if p.poll() is None:
