@@ -74,18 +74,29 @@ def test_pyxs_transactions(daemon):
         assert b.read(b"/cnt") == b"100"
 
 
+def _next(events, timeout=30):
+    """next() on a pyxs event generator, failing instead of hanging."""
+    box = []
+    t = threading.Thread(target=lambda: box.append(next(events)), daemon=True)
+    t.start()
+    t.join(timeout)
+    if not box:
+        raise AssertionError(f"no watch event within {timeout}s")
+    return box[0]
+
+
 def test_pyxs_watch(daemon):
     with pyxs.Client(unix_socket_path=daemon.sock) as c, \
             pyxs.Client(unix_socket_path=daemon.sock) as other:
         m = c.monitor()
         m.watch(b"/watched", b"tok")
         events = m.wait()
-        assert next(events) == (b"/watched", b"tok")      # fires at registration
+        assert _next(events) == (b"/watched", b"tok")      # fires at registration
         other.write(b"/watched/a", b"1")
-        assert next(events) == (b"/watched/a", b"tok")
+        assert _next(events) == (b"/watched/a", b"tok")
         other.delete(b"/watched")
         # Not an exact watch on /watched/a: only the removed node is reported.
-        assert next(events) == (b"/watched", b"tok")
+        assert _next(events) == (b"/watched", b"tok")
         m.unwatch(b"/watched", b"tok")
 
 
