@@ -1,6 +1,6 @@
 """cffi (API mode) builder for the software-CPU engine, `xen_core.accel._emu`.
 
-Compiles emu.c against the headers and library shipped inside the unicorn
+Compiles emu.c and emu_x86.c against the headers and library shipped inside the unicorn
 wheel (unicorn/include, unicorn/lib/libunicorn.so.2), with an rpath to that
 folder so no system libunicorn is needed.
 """
@@ -74,6 +74,8 @@ with open(os.path.join(HERE, "emu.c")) as f:
 ffibuilder.set_source(
     "xen_core.accel._emu",
     source,
+    # setuptools wants source paths relative to the project (its cwd)
+    sources=[os.path.relpath(os.path.join(HERE, "emu_x86.c"))],
     include_dirs=[HERE, UC_INC],
     library_dirs=[UC_LIB],
     extra_link_args=[os.path.join(UC_LIB, "libunicorn.so.2"),

@@ -1,0 +1,151 @@
+/* Internals shared by emu.c (engine, hooks, run loop) and emu_x86.c (the
+ * x86 the engine performs itself). Not part of the cffi interface. */
+#ifndef XEN_CORE_EMU_PRIV_H
+#define XEN_CORE_EMU_PRIV_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <unicorn/unicorn.h>
+
+#include "emu.h"
+
+#define EMU_INTERNAL __attribute__((visibility("hidden")))
+
+
+#define F_STOP 1u
+#define F_IRQ 2u
+#define F_OPS 4u
+#define F_YIELD 8u /* another vCPU of this machine waits for the CPU lock */
+#define F_RIP 16u  /* a handler moved RIP: applied at the next stop */
+#define SLICE_NS 2000000 /* run at least this long before handing over */
+
+#define SCAN_SLOTS 4096 /* direct-mapped cache of already scanned blocks */
+#define MAX_SITES 256
+#define MAX_OPS 64
+#define EMU_TCG_BUFFER (128u << 20)
+#define NEVER_PC 0xfff0000000000000ULL /* non-canonical: `until` never hit */
+
+#define HF_INHIBIT_IRQ (1u << 3) /* QEMU hflags: interrupt shadow (sti, mov ss) */
+#define RFLAGS_IF (1ull << 9)
+#define EFER_LMA (1ull << 10)
+#define MSR_EFER 0xC0000080u
+
+enum stop_reason { R_NONE, R_ASYNC, R_TRIPLE, R_ERROR, R_SITES, R_SYSCALL };
+
+/* Offsets inside a uc_context, found by emu_calibrate() (emu_x86.c). */
+struct emu_cal {
+    int done;
+    long error_code, is_int, old_exception, hflags, seg_cs;
+};
+EMU_INTERNAL extern struct emu_cal cal;
+
+struct mem_op {
+    int kind; /* 0 map, 1 unmap, 2 invalidate */
+    uint64_t gpa, size, host;
+};
+
+/* Unicorn never sets QEMU's CF_PARALLEL, so `lock`-prefixed instructions
+ * are not atomic between two engines on two threads (measured: two vCPUs
+ * doing `lock inc` lost 40% of the increments). So the vCPUs of a machine
+ * take turns on one CPU lock, handed over FIFO at block boundaries after a
+ * time slice, and released while Python runs. */
+struct emu_machine {
+    struct emu_cpuid_leaf *leaves;
+    int nleaves;
+    uint32_t hc_port;
+    pthread_mutex_t big;
+    pthread_cond_t turn;
+    uint64_t next_ticket, serving;
+    struct emu_vcpu *holder;
+    int nwaiting;
+};
+
+struct emu_vcpu {
+    uc_engine *uc;
+    struct emu_machine *m;
+    uint8_t *priv; /* this vCPU's EMU_PRIV_GPA page, host side */
+    int id;
+    uint64_t token; /* names the Python EmuVcpu (cheaper than a cffi handle) */
+    uc_context *ctx;
+    _Atomic unsigned flags;
+    _Atomic uint64_t irq_bits[4];
+    uint64_t irq_defer_rip; /* interrupt shadow: let one block run first */
+    int reason;
+    int c_hypercalls; /* benchmark: answer hypercalls in C, no Python */
+    uint64_t slice_start;
+    uint64_t syscall_rip;
+    uint64_t pending_rip;
+    uint64_t fault_va; /* where the last sys_access() failed */
+    int in_py_hook; /* inside a Python callback made from a unicorn hook */
+    int in_run;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    struct mem_op ops[MAX_OPS];
+    int nops, ops_overflow;
+    uint64_t scanned[SCAN_SLOTS];
+    uint64_t sites[MAX_SITES];
+    uint8_t site_kind[MAX_SITES];
+    int nsites, nsites_hooked;
+    uint64_t wrmsr_skip; /* a stop came before this wrmsr ran: deliver once */
+    uint64_t counters[8];
+    struct emu_exit exit;
+    char err[256];
+};
+
+enum { C_HYPERCALLS, C_SCANS, C_SITES, C_EXCEPTIONS, C_IRQS, C_BLOCK_STOPS };
+
+static void set_err(struct emu_vcpu *v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void set_err(struct emu_vcpu *v, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->err, sizeof(v->err), fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t rreg(uc_engine *uc, int r)
+{
+    uint64_t x = 0;
+    uc_reg_read(uc, r, &x);
+    return x;
+}
+
+static void wreg(uc_engine *uc, int r, uint64_t x) { uc_reg_write(uc, r, &x); }
+
+static uint64_t rd_msr(uc_engine *uc, uint32_t msr)
+{
+    uc_x86_msr m = {.rid = msr};
+    uc_reg_read(uc, UC_X86_REG_MSR, &m);
+    return m.value;
+}
+
+static void wr_msr(uc_engine *uc, uint32_t msr, uint64_t val)
+{
+    uc_x86_msr m = {.rid = msr, .value = val};
+    uc_reg_write(uc, UC_X86_REG_MSR, &m);
+}
+
+/* emu_x86.c: the x86 the engine does itself (event delivery, syscall,
+ * boot trampoline, calibration). */
+EMU_INTERNAL void ctx_peek(struct emu_vcpu *v, int *err_code, int *is_int);
+EMU_INTERNAL void ctx_clear_in_flight(struct emu_vcpu *v);
+EMU_INTERNAL bool irq_inhibited(struct emu_vcpu *v);
+EMU_INTERNAL bool vector_has_error_code(int vec);
+EMU_INTERNAL int raise_event(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bool soft);
+EMU_INTERNAL int do_syscall(struct emu_vcpu *v);
+EMU_INTERNAL void build_priv_page(uint8_t *pg);
+/* emu.c */
+EMU_INTERNAL void forget_scans(struct emu_vcpu *v);
+
+#endif
