@@ -332,9 +332,9 @@ class KvmVcpu:
     `dispatch` picks how exits reach the handler: "return" (C returns to the
     Python loop in run() per exit) or "callback" (C calls into Python from the
     KVM_RUN loop through an extern "Python" function). bench/accel_kvm.py
-    measures both: "return" was 0.5 us cheaper per exit on a quiet run here
-    (7.6 vs 8.2 us against a 6.1 us raw exit) and keeps a handler exception a
-    plain exception.
+    measures both: within 0.1-0.5 us per exit of each other here (about 7.9
+    vs 8.1 us against a 6.2 us raw exit), "return" cheaper in most runs, and
+    it keeps a handler exception a plain exception.
     """
     dispatch = "return"
 
