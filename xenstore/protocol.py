@@ -134,8 +134,9 @@ CONTROL_HELP = (
 class RequestHandler:
     """Executes requests against a Store for the transports.
 
-    ``on_introduce(domid, gfn, port)`` (attach a domain's ring, return its
-    engine connection) and ``on_release(domid)`` are the transport's hooks.
+    ``on_introduce(domid, gfn, port, new)`` (attach a domain's ring, or for
+    a repeat only rebind its event channel) and ``on_release(domid, conn)``
+    are the transport's hooks.
     """
 
     def __init__(self, store, on_introduce=None, on_release=None):
@@ -256,10 +257,10 @@ class RequestHandler:
     def _introduce(self, conn, tx, payload):
         d, gfn, port = _nargs(payload, 3)[:3]
         domid, gfn, port = _domid(d), _int(gfn), _int(port)
-        if self.store.check_introduce(conn, domid, gfn, port):
-            if self.on_introduce is None:
-                raise XsError("ENOSYS", "no domain attacher configured")
-            self.on_introduce(domid, gfn, port)
+        new = self.store.check_introduce(conn, domid, gfn, port)
+        if self.on_introduce is None:
+            raise XsError("ENOSYS", "no domain attacher configured")
+        self.on_introduce(domid, gfn, port, new)
         return OK
 
     def _release(self, conn, tx, payload):

@@ -137,9 +137,19 @@ class XenStoreServer:
             t.close()
 
     # ---- domains -------------------------------------------------------------
-    def _introduce(self, domid, gfn, port):
+    def _introduce(self, domid, gfn, port, new):
         if self.attacher is None:
             raise XsError("ENOSYS", "no domain attacher configured")
+        ring = self.rings.get(domid)
+        if not new and ring is not None:
+            # A repeat INTRODUCE recreates the event channel (xenstored does
+            # this for a guest that rebound its end, e.g. after kexec).
+            try:
+                notify, source = self.attacher.bind_evtchn(domid, port)
+            except OSError as e:
+                raise XsError("EIO", str(e)) from None
+            ring.rebind(notify, source)
+            return
         try:
             page = self.attacher.map_store_page(domid, gfn)
             notify, source = self.attacher.bind_evtchn(domid, port)
@@ -274,12 +284,26 @@ class RingConnection:
 
     def start(self):
         self.ring.init()
+        self._watch_source()
+        self.kick()
+
+    def rebind(self, notify, source):
+        self._unwatch_source()
+        self.notify = notify
+        self.source = source
+        self._watch_source()
+        self.kick()
+
+    def _watch_source(self):
         if isinstance(self.source, int):
             self.loop = asyncio.get_running_loop()
             self.loop.add_reader(self.source, self._kicked)
         else:
             self.source(self.kick)
-        self.kick()
+
+    def _unwatch_source(self):
+        if isinstance(self.source, int) and self.loop is not None:
+            self.loop.remove_reader(self.source)
 
     def _kicked(self):
         try:
@@ -361,8 +385,7 @@ class RingConnection:
         if self.closed:
             return
         self.closed = True
-        if isinstance(self.source, int) and self.loop is not None:
-            self.loop.remove_reader(self.source)
+        self._unwatch_source()
         self.server.transports.pop(self.conn.id, None)
         self.server.store.disconnect(self.conn)
         if self.server.attacher is not None:

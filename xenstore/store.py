@@ -444,11 +444,19 @@ class Store:
             raise XsError("EACCES")
 
     def check_introduce(self, conn, domid: int, gfn: int, port: int) -> bool:
-        """Validate an INTRODUCE; False if the domain is already introduced."""
+        """Validate an INTRODUCE: True for a new domain, False for a repeat
+        with the same page (xenstored then only rebinds the event channel);
+        another page for a known domain is EINVAL."""
         self._privileged(conn)
         if domid <= 0 or domid >= DOMID_FIRST_RESERVED or domid == self.priv_domid:
             raise XsError("EINVAL", f"bad domid {domid}")
-        return domid not in self.domains
+        dom = self.domains.get(domid)
+        if dom is None:
+            return True
+        if dom.gfn != gfn:
+            raise XsError("EINVAL", f"domain {domid} already introduced with another page")
+        dom.port = port
+        return False
 
     def introduce(self, conn, domid: int, gfn: int, port: int) -> Connection:
         """Record the domain; returns its new engine connection."""

@@ -8,7 +8,7 @@ import pytest
 from xen_core.abi import xs_wire as w
 from xenstore.ring import RingError, XsRingBackend, XsRingFrontend
 
-from .conftest import Daemon, RawClient, introduce
+from .conftest import Daemon, RawClient, RingGuest, introduce
 
 U32 = struct.Struct("<I")
 
@@ -172,3 +172,14 @@ def test_outstanding_quota_stops_reading_requests(tmp_path):
         g.close()
     finally:
         d.stop()
+
+
+def test_reintroduce_rebinds_the_event_channel(daemon, client, dom5):
+    gfn = b"%d" % 0xFEFFC
+    assert client.ok(w.XS_INTRODUCE, b"5", gfn, b"8") == b"OK\0"
+    t, body = client.request(w.XS_INTRODUCE, b"5\0" b"1234\0" b"8\0")
+    assert (t, body) == (w.XS_ERROR, b"EINVAL\0")          # another page
+    rebound = RingGuest(daemon.ring_dir, 5, 8)               # same page, port 8
+    rebound.write(b"after-rebind", b"1")
+    assert client.ok(w.XS_READ, b"/local/domain/5/after-rebind") == b"1"
+    rebound.close()
