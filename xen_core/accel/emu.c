@@ -315,7 +315,7 @@ static int hook_sites(struct emu_vcpu *v)
 static bool irq_pending(struct emu_vcpu *v)
 {
     for (int i = 0; i < 4; i++)
-        if (atomic_load_explicit(&v->irq_bits[i], memory_order_relaxed))
+        if (atomic_load(&v->irq_bits[i]))
             return true;
     return false;
 }
@@ -448,10 +448,13 @@ static int take_irq(struct emu_vcpu *v)
     return -1;
 }
 
+/* Clear F_IRQ, then look again: a request_interrupt() racing with this
+ * (bit first, flag second) can then never leave a bit without its flag. */
 static void refresh_irq_flag(struct emu_vcpu *v)
 {
-    if (!irq_pending(v))
-        atomic_fetch_and(&v->flags, ~F_IRQ);
+    atomic_fetch_and(&v->flags, ~F_IRQ);
+    if (irq_pending(v))
+        atomic_fetch_or(&v->flags, F_IRQ);
 }
 
 /* Deliver the highest pending vector if the guest accepts interrupts now.
