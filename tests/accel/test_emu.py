@@ -325,6 +325,26 @@ def test_cpuid_xen_leaves_and_builtin(guest):
     assert max_leaf >= 1 and vendor_ebx != 0   # unicorn's own CPU answers leaf 0
 
 
+def test_cpuid_leaf1_apic_id_is_xens(guest):
+    """Xen's guest_cpuid: initial APIC ID (leaf 1 EBX[31:24]) = vcpu_id * 2;
+    the hypervisor-present bit (ECX[31]) is set."""
+    g = guest(f"""
+    mov eax, 1
+    cpuid
+    mov rdi, rbx
+    mov rsi, rcx
+    HCALL {REPORT}
+    jmp stop
+""")
+    v3 = g.machine.create_vcpu(3)
+    v3.set_boot_state(BootState(CpuMode.FLAT32, CODE, {"rbx": 1}))
+    assert g.run() is RunResult.STOPPED
+    assert v3.run(g.rec) is RunResult.STOPPED
+    (ebx0, ecx0, *_), (ebx3, ecx3, *_) = g.rec.reports
+    assert ebx0 >> 24 == 0 and ebx3 >> 24 == 6
+    assert ecx0 & (1 << 31) and ecx3 & (1 << 31)
+
+
 def _stub_page(nr_stub_calls: int) -> bytes:
     """Xen's hypercall page shape: stub i at i*32 does `mov eax, i; out; ret`."""
     page = bytearray(b"\xcc" * 4096)

@@ -160,6 +160,19 @@ static int hook_cpuid(uc_engine *uc, void *ud)
             return 1; /* skip unicorn's own answer */
         }
     }
+    if (leaf == 1) {
+        /* Xen gives an HVM/PVH vCPU the initial APIC ID vcpu_id * 2
+         * (guest_cpuid); unicorn's single CPU says 0 for all. OSXSAVE
+         * mirrors CR4.OSXSAVE. */
+        uint32_t ecx = cal.leaf1[2] & ~(1u << 27);
+        if (rreg(uc, UC_X86_REG_CR4) & (1u << 18))
+            ecx |= 1u << 27;
+        wreg(uc, UC_X86_REG_RAX, cal.leaf1[0]);
+        wreg(uc, UC_X86_REG_RBX, (cal.leaf1[1] & 0x00ffffffu) | ((uint32_t)(v->id * 2) << 24));
+        wreg(uc, UC_X86_REG_RCX, ecx);
+        wreg(uc, UC_X86_REG_RDX, cal.leaf1[3]);
+        return 1;
+    }
     return 0;
 }
 

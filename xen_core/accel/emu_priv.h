@@ -46,6 +46,7 @@ enum stop_reason { R_NONE, R_ASYNC, R_TRIPLE, R_ERROR, R_SITES, R_SYSCALL };
 struct emu_cal {
     int done;
     long error_code, is_int, old_exception, hflags, seg_cs;
+    uint32_t leaf1[4]; /* unicorn's CPUID leaf 1 (eax ebx ecx edx) */
 };
 EMU_INTERNAL extern struct emu_cal cal;
 

@@ -478,6 +478,17 @@ int emu_calibrate(char *err, size_t errlen)
     p.want_block2 = 0x4202;
     wreg(uc, UC_X86_REG_RSP, rsp);
     uc_emu_start(uc, 0x4200, NEVER_PC, 0, 100);
+    /* Unicorn's own leaf 1, to which the engine adds the APIC ID. */
+    static const uint8_t code_cpuid[] = {0x0f, 0xa2, 0xf4};
+    uc_context_restore(uc, reset);
+    uc_mem_write(uc, 0x4300, code_cpuid, sizeof(code_cpuid));
+    wreg(uc, UC_X86_REG_RAX, 1);
+    wreg(uc, UC_X86_REG_RCX, 0);
+    uc_emu_start(uc, 0x4300, NEVER_PC, 0, 10);
+    cal.leaf1[0] = (uint32_t)rreg(uc, UC_X86_REG_RAX);
+    cal.leaf1[1] = (uint32_t)rreg(uc, UC_X86_REG_RBX);
+    cal.leaf1[2] = (uint32_t)rreg(uc, UC_X86_REG_RCX);
+    cal.leaf1[3] = (uint32_t)rreg(uc, UC_X86_REG_RDX);
     /* In 64-bit mode the API writes selectors only: find CS's cache. */
     uc_context *sel = NULL;
     uc_context_alloc(uc, &sel);
