@@ -5,12 +5,15 @@ turns one request into one reply (bytes, header included) by calling the
 store.  Transports feed the first and write what the second returns.
 """
 
+import logging
+
 from xen_core.abi import xs_wire as w
 from xen_core.abi.xs_wire import XENSTORE_PAYLOAD_MAX, XSD_SOCKMSG
 
 from .errors import XsError
 from .quota import QUOTA_NAMES
 
+log = logging.getLogger("xenstored")
 _pack = XSD_SOCKMSG.pack
 _unpack_from = XSD_SOCKMSG.unpack_from
 HDR = w.XSD_SOCKMSG_SIZE
@@ -177,6 +180,9 @@ class RequestHandler:
             reply = op(conn, tx, payload)
         except XsError as e:
             return encode_error(req_id, tx_id, e.name)
+        except Exception:       # a bug of ours: this request fails, we stay up
+            log.exception("request type %d failed", mtype)
+            return encode_error(req_id, tx_id, "EIO")
         if len(reply) > XENSTORE_PAYLOAD_MAX:
             # e.g. DIRECTORY of a node with many children: clients then
             # fall back to DIRECTORY_PART.

@@ -39,10 +39,6 @@ class XenStoreServer:
         self.loop = None
         self.debug = log.isEnabledFor(logging.DEBUG)
 
-    @property
-    def tracing(self) -> bool:
-        return self.store.trace or self.debug
-
     # ---- request path shared by both transports ---------------------------
     def run_requests(self, transport, msgs) -> bytes:
         """Process requests from one connection; return its output bytes."""

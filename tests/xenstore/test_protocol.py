@@ -190,3 +190,11 @@ def test_domain_ops_errors(h):
     assert h.error(w.XS_INTRODUCE, b"0\0" b"1\0" b"2\0") == "EINVAL"
     # No attacher configured in this handler.
     assert h.error(w.XS_INTRODUCE, b"6\0" b"1\0" b"2\0") == "ENOSYS"
+
+
+def test_internal_error_fails_only_that_request(h, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("engine bug")
+    monkeypatch.setattr(h.store, "read", broken)
+    assert h.error(w.XS_READ, b"/local\0") == "EIO"
+    assert h.ok(w.XS_DIRECTORY, b"/local\0") == b"domain\0"
