@@ -86,6 +86,17 @@ CASES = {
                               'irqs=["4","15"]\niomem=["fe000,2","0xfd000,1@20"]\n'),
     "pci-globals": ('name="p"\ntype="hvm"\npci_permissive=1\npci_msitranslate=1\n'
                     'pci_power_mgmt=1\npci_seize=1\npci=["00:1b.0","01:00.0,permissive=0"]\n'),
+    "small-devices": ('name="h"\nkernel="/k"\n'
+                      'channel=["name=org.x.a,connection=pty","name=b, connection = socket, path=/tmp/s"]\n'
+                      'vtpm=["backend=vt,uuid=0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9"]\n'
+                      'p9=["tag=t,path=/p,security_model=none","tag=u,path=/q,security_model=mapped,backend=d1"]\n'
+                      'dtdev=["/soc/x"]\npvcalls=["backend=d2",""]\n'
+                      'vfb=["vnc=1,vncdisplay=3,keymap=de","sdl=1,display=:0,opengl=1,xauthority=/x,vnclisten=a,vncpasswd=p,vncunused=0"]\n'
+                      'vkb=["backend-type=linux,width=800,height=600,unique-id=k1,backend=d3",'
+                      '"backend-type=qemu,multi-touch-width=10,multi-touch-height=5,multi-touch-num-contacts=2",'
+                      '"backend-type=linux,feature-disable-keyboard=1,feature-abs-pointer=0x1"]\n'),
+    "vfb-list-wins-over-vnc": 'name="p"\nkernel="/k"\nvnc=1\nvfb=["vnc=0"]\n',
+    "channel-unknown-key": 'name="p"\nkernel="/k"\nchannel=["connection=pty,colour=red"]\n',
     "zero-vcpus": 'name="z"\nkernel="/k"\nvcpus=0\n',
 }
 
@@ -142,6 +153,18 @@ REJECTED = {
     "irq-bad": 'name="x"\nkernel="/k"\nirqs=["4x"]\n',
     "ioport-too-big": 'name="x"\nkernel="/k"\nioports=["ffffffff"]\n',
     "iomem-bad": 'name="x"\nkernel="/k"\niomem=["fe000"]\n',
+    "vtpm-no-backend": 'name="x"\nkernel="/k"\nvtpm=["uuid=0a1b2c3d-4e5f-6071-8293-a4b5c6d7e8f9"]\n',
+    "vtpm-bad-uuid": 'name="x"\nkernel="/k"\nvtpm=["backend=a,uuid=x"]\n',
+    "p9-missing": 'name="x"\nkernel="/k"\np9=["tag=t,path=/p"]\n',
+    "p9-unknown": 'name="x"\nkernel="/k"\np9=["tag=t,path=/p,security_model=none,x=1"]\n',
+    "pvcalls-unknown": 'name="x"\nkernel="/k"\npvcalls=["x=1"]\n',
+    "channel-no-connection": 'name="x"\nkernel="/k"\nchannel=["name=a"]\n',
+    "channel-socket-no-path": 'name="x"\nkernel="/k"\nchannel=["connection=socket"]\n',
+    "channel-bad-connection": 'name="x"\nkernel="/k"\nchannel=["connection=tcp"]\n',
+    "vkb-no-type": 'name="x"\nkernel="/k"\nvkb=["width=3"]\n',
+    "vkb-bad-type": 'name="x"\nkernel="/k"\nvkb=["backend-type=usb"]\n',
+    "vkb-unknown": 'name="x"\nkernel="/k"\nvkb=["backend-type=qemu,x=1"]\n',
+    "vkb-mt-incomplete": 'name="x"\nkernel="/k"\nvkb=["backend-type=qemu,feature-multi-touch=1"]\n',
     "mca": 'name="x"\ntype="hvm"\nmca_caps=["foo"]\n',
 }
 
@@ -156,6 +179,8 @@ STRICTER = {
     "memory-plus-equals": 'name="x"\nkernel="/k"\nmemory+=5\n',
     "ioport-trailing-junk": 'name="x"\nkernel="/k"\nioports=["3f8x"]\n',
     "ioport-reversed": 'name="x"\nkernel="/k"\nioports=["3ff-3f8"]\n',
+    "vfb-unknown-key": 'name="x"\nkernel="/k"\nvfb=["colour=red"]\n',
+    "vfb-token-without-equals": 'name="x"\nkernel="/k"\nvfb=["vnc=1,sdl,keymap=de"]\n',
     "disk-empty-vdev": 'name="x"\nkernel="/k"\ndisk=["vdev=,target=/a"]\n',
 }
 

@@ -7,7 +7,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import tempfile
 
 XL = "/usr/lib/xen-4.17/bin/xl"
 SHIM_SRC = pathlib.Path(__file__).with_name("xl_dryrun_shim.c")

@@ -53,7 +53,8 @@ def _pairs(obj):
             yield f.name, ("map", list(_pairs(value)))
         elif kind == "keyed_union":
             if value is not None:
-                yield f"{meta['name']}.{obj.type}", ("map", list(_pairs(value)))
+                key = getattr(obj, meta["name"])
+                yield f"{meta['name']}.{key}", ("map", list(_pairs(value)))
         elif kind in ("list", "structs", "bitmaps", "ints"):
             if value:
                 yield f.name, _array(value, kind)

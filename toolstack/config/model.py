@@ -377,6 +377,57 @@ class DeviceVkb:
     multi_touch_num_contacts: int = F(0)
 
 
+@dataclass
+class DeviceVtpm:
+    backend_domid: int = F(0)
+    backend_domname: str | None = F()
+    devid: int = F(-1)
+    uuid: str | None = F()
+
+
+@dataclass
+class DeviceP9:
+    backend_domid: int = F(0)
+    backend_domname: str | None = F()
+    tag: str | None = F()
+    path: str | None = F()
+    security_model: str | None = F()
+    devid: int = F(-1)
+
+
+@dataclass
+class DevicePvcallsif:
+    backend_domid: int = F(0)
+    backend_domname: str | None = F()
+    devid: int = F(-1)
+
+
+@dataclass
+class DeviceDtdev:
+    path: str | None = F()
+
+
+@dataclass
+class ChannelSocket:
+    path: str | None = F()
+
+
+@dataclass
+class ChannelPty:
+    pass
+
+
+@dataclass
+class DeviceChannel:
+    backend_domid: int = F(0)
+    backend_domname: str | None = F()
+    devid: int = F(-1)
+    name: str | None = F()
+    # The keyed union: `connection` selects `u`, written "connection.<kind>".
+    connection: str = F("unknown", json=False)
+    u: object = F(kind="keyed_union", name="connection")
+
+
 # ---- the whole domain ---------------------------------------------------
 
 @dataclass
@@ -386,8 +437,13 @@ class DomainConfig:
     disks: list = L("structs")
     nics: list = L("structs")
     pcidevs: list = L("structs")
+    dtdevs: list = L("structs")
     vfbs: list = L("structs")
     vkbs: list = L("structs")
+    vtpms: list = L("structs")
+    p9s: list = L("structs")
+    pvcallsifs: list = L("structs")
+    channels: list = L("structs")
     on_poweroff: str = F("destroy")
     on_reboot: str = F("destroy")
     on_watchdog: str = F("destroy")
