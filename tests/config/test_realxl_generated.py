@@ -38,6 +38,19 @@ COMMON = {
     "sdl": NUM, "keymap": STR("de"), "boot": STR("c", "dc"), "serial": STR("pty"),
     "stdvga": NUM, "usb": NUM, "usbdevice": STR("tablet"), "firmware": STR("seabios", "uefi", "bios"),
     "device_model_args": st.just('["-a"]'), "tsc_mode": STR("native", "default"),
+    "viridian": st.sampled_from(['1', '0', '["base","!freq"]', '["all","defaults"]', '[]']),
+    "pci": st.sampled_from(['["00:1b.0"]', '["01:00.*@2,permissive=1"]', '[]']),
+    "pci_permissive": NUM, "irqs": st.sampled_from(['["4"]', '["4","7"]']),
+    "ioports": st.sampled_from(['["3f8-3ff"]', '["80"]']),
+    "iomem": st.sampled_from(['["fe000,2"]', '["fd000,1@20"]']),
+    "vfb": st.sampled_from(['["vnc=1"]', '["sdl=1,display=:0","vnc=1,keymap=de"]']),
+    "vkb": st.sampled_from(['["backend-type=linux"]', '["backend-type=qemu,width=9"]']),
+    "channel": st.sampled_from(['["connection=pty"]', '["name=a,connection=socket,path=/s"]']),
+    "vtpm": st.just('["backend=d"]'), "p9": st.just('["tag=t,path=/p,security_model=none"]'),
+    "pvcalls": st.just('["backend=b"]'), "dtdev": st.just('["/soc"]'),
+    "vga": STR("stdvga", "cirrus", "none", "qxl"), "hdtype": STR("ide", "ahci"),
+    "spice": NUM, "nographic": NUM, "xen_platform_pci": NUM, "apic": NUM, "pae": NUM,
+    "bootloader": STR("pygrub"), "hap": NUM, "pool": STR("p0"), "seclabel": STR("a:b:c"),
 }
 
 
