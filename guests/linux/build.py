@@ -39,7 +39,7 @@ BUSYBOX_PACKAGE = "busybox-static"
 # PV frontends for the PVH guest.  Their dependencies are added from each
 # module's own depends= field.
 ROOT_MODULES = ("ata_piix", "ahci", "sym53c8xx", "sd_mod", "button", "evdev",
-                "xen_blkfront", "xen_netfront")
+                "pvpanic_mmio", "xen_blkfront", "xen_netfront")
 # Module depends= do not name soft dependencies; sd_mod's integrity code
 # wants a crc-t10dif provider loaded first (the notes' working order).
 SOFT_BEFORE = {"sd_mod": ("crct10dif_common", "crc_t10dif", "crc64",

@@ -320,7 +320,7 @@ def test_localtime_and_offset():
 def test_usb():
     a = argv('usb = 1\nusbdevice = "tablet"')
     assert "-usb" in a and opt(a, "-usbdevice") == ["tablet"]
-    assert opt(argv("usbversion = 3"), "-device")[-1] == "nec-usb-xhci,id=usb"
+    assert "nec-usb-xhci,id=usb" in opt(argv("usbversion = 3"), "-device")
     assert "-usb" not in argv("")
 
 
@@ -364,3 +364,10 @@ def test_choose_accel(monkeypatch):
 def test_kvm_device_missing(tmp_path):
     ok, why = dm_accel.kvm_device_works(str(tmp_path / "kvm"))
     assert not ok and "No such file" in why
+
+
+def test_pvpanic_and_crash_preserve():
+    a = argv("")
+    assert "pvpanic" in opt(a, "-device")
+    assert opt(a, "-action") == []
+    assert opt(argv('on_crash = "preserve"'), "-action") == ["panic=pause"]

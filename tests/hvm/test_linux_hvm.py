@@ -7,7 +7,9 @@ no kernel output out of it within minutes.
 """
 import os
 import subprocess
+import threading
 import time
+import tty
 
 import pytest
 
@@ -51,8 +53,8 @@ def make_disk(tmp):
     return q
 
 
-def boot(tmp, accel, domid):
-    spec = qemu_argv(linux_config(make_disk(tmp)), domid=domid,
+def boot(tmp, accel, domid, extra=""):
+    spec = qemu_argv(linux_config(make_disk(tmp), extra), domid=domid,
                      run_dir=str(tmp / "run"), accel=accel)
     events = []
     dm = DeviceModel(spec, domid=domid, on_event=events.append).start()
@@ -113,6 +115,67 @@ def test_acpi_shutdown_powers_off(guest):
     assert guest.seen[-1].kind == "exited"
     assert guest.status() == "s"
     assert b"Power down" in guest.read_console()[start:]
+
+
+class Console:
+    """The serial pty QEMU reported in query-chardev, as `xl console` uses
+    it: input written there, output drained (the serial log keeps it)."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self.fd)
+        self.t = threading.Thread(target=self._drain, daemon=True)
+        self.t.start()
+
+    def _drain(self):
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except OSError:
+            pass
+
+    def send(self, line):
+        os.write(self.fd, line.encode() + b"\r")
+
+    def close(self):
+        os.close(self.fd)
+
+
+def test_console_shell_and_panic_preserved(tmp_path):
+    """A command typed on the serial pty runs in the guest's shell; a kernel
+    panic reaches us through pvpanic and, with on_crash = "preserve", QEMU
+    keeps the crashed guest: state c."""
+    dm = boot(tmp_path, "tcg", 13, 'on_crash = "preserve"')
+    con = None
+    try:
+        assert dm.wait_for_console(rb"PYXEN-SHELL", BOOT_WAIT), dm.read_console()[-2000:]
+        con = Console(dm.serial_pty())
+        start = len(dm.read_console())
+        con.send("echo PYXEN-ECHO-$((6*7))")
+        assert dm.wait_for_console(rb"PYXEN-ECHO-42", 60, start=start), \
+            dm.read_console()[start:]
+        con.send("echo c > /proc/sysrq-trigger")
+        assert _wait(lambda: any(e.kind == "panicked" for e in dm.seen), 120), \
+            dm.read_console()[-2000:]
+        ev = next(e for e in dm.seen if e.kind == "panicked")
+        assert ev.guest and ev.data.get("action") == "pause"
+        assert dm.alive and dm.status() == "c"
+        assert dm.query_status()["status"] == "guest-panicked"
+        dm.destroy()
+        assert dm.status() == "d"
+    finally:
+        if con:
+            con.close()
+        dm.close()
+
+
+def _wait(pred, timeout):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @pytest.mark.skipif(not (hardware_virt() and kvm_device_works()[0]),

@@ -11,6 +11,9 @@ with the differences a QEMU without Xen needs:
   params, become `-rtc base=...`;
 - `-no-shutdown` only when on_poweroff is "preserve" (libxl always passes it
   because Xen, not QEMU, owns the domain);
+- a pvpanic device, so that a guest kernel panic reaches the toolstack (the
+  GUEST_PANICKED event) as SCHEDOP_shutdown(crash) does on Xen; with
+  on_crash = "preserve" QEMU keeps the crashed guest (`-action panic=pause`);
 - device_model_args (b_info.extra, extra_hvm) come last, after everything,
   so that they can override any option.
 """
@@ -335,6 +338,8 @@ def qemu_argv(cfg, *, domid, run_dir, accel="tcg", privileged=False,
         argv.append("-S")
     if cfg.on_poweroff == "preserve":
         argv.append("-no-shutdown")
+    if cfg.on_crash == "preserve":
+        argv += ["-action", "panic=pause"]
     if cfg.c_info.name:
         argv += ["-name", cfg.c_info.name]
     argv += _vnc_args(h)
@@ -360,6 +365,7 @@ def qemu_argv(cfg, *, domid, run_dir, accel="tcg", privileged=False,
     if b.max_vcpus > 1:
         avail = len(b.avail_vcpus) if b.avail_vcpus is not None else b.max_vcpus
         argv += ["-smp", f"{avail},maxcpus={b.max_vcpus}"]
+    argv += ["-device", "pvpanic"]
     argv += _nic_args(cfg, domid, privileged, taps)
     argv += _rtc_args(b, now)
     argv += ["-machine", f"pc,accel={accel}"]

@@ -225,8 +225,7 @@ class DeviceModel:
         return self._last_cpu
 
     def close(self):
-        """Stop the controller thread (after destroy, or to leave a
-        preserved QEMU: it then dies with this thread, PDEATHSIG)."""
+        """Destroy QEMU if it still runs and stop the controller thread."""
         if self._closed or self._loop is None:
             return
         self._closed = True
@@ -376,10 +375,14 @@ class DeviceModel:
                 if self._qmp.runstate != Runstate.RUNNING and self._listener.empty():
                     break
                 await asyncio.sleep(0.01)
-            while not self._listener.empty():
-                self._handle(self._listener._queue.get_nowait())
+            for msg in self._listener.clear():
+                self._handle(msg)
+        panicked = any(e.kind == "panicked" for e in self.events) or (
+            self._shutdown_seen or {}).get("reason") == "guest-panic"
         if self._quitting:
             self._end, reason = "destroyed", "host-quit"
+        elif panicked:
+            self._end, reason = "crashed", "guest-panic"
         elif self._shutdown_seen is not None:
             self._end = "shutdown"
             reason = self._shutdown_seen.get("reason", "guest-shutdown")
