@@ -271,7 +271,8 @@ class Connection:
         absent = [g for g in dict.fromkeys(gfns) if g not in d.memory.p2m]
         if d.memory.tot_pages + len(absent) > d.max_pages:
             raise XenError(xenabi.ENOMEM, f"{len(absent)} pages over max_pages {d.max_pages}")
-        done = d.memory.populate(absent)
+        with d.quiesced():
+            done = d.memory.populate(absent)
         if done < len(absent):
             raise XenError(xenabi.ENOMEM, f"populated {done} of {len(absent)} pages")
         return {"done": done, "tot_pages": d.memory.tot_pages}, ()

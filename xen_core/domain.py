@@ -7,6 +7,7 @@ after building), running/blocked while vCPUs run, shut down with a reason
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING
@@ -133,6 +134,22 @@ class Domain:
             while not self.dying and any(v.runstate == 0 and v.thread is not me for v in vcpus):
                 self.state_cond.wait()
 
+    @contextlib.contextmanager
+    def quiesced(self):
+        """Other vCPUs out of guest code while the guest-physical map changes
+        (an engine must not remap under a running vCPU); a no-op for one vCPU."""
+        me = threading.current_thread()
+        others = [v for v in self.vcpus if v is not None and v.thread is not me
+                  and v.online and v.initialised]
+        if not others or self.dying:
+            yield
+            return
+        self.pause()
+        try:
+            yield
+        finally:
+            self.unpause()
+
     def unpause(self) -> None:
         with self.lock:
             if self.pause_count == 0:
@@ -199,7 +216,8 @@ class Domain:
     def map_shared_info(self, gfn: int) -> None:
         mem = self.memory
         frame = mem.xenheap_frame(SHARED_INFO_XENHEAP_INDEX)
-        mem.place_xen_frame(gfn, frame)
+        with self.quiesced():
+            mem.place_xen_frame(gfn, frame)
         with self.lock:
             self.shared_info_gfn = gfn
         now_s, now_ns = divmod(self.core.wallclock_ns(), 1_000_000_000)

@@ -284,5 +284,9 @@ def test_secondary_vcpu_comes_up_and_runs(dom):
             break
         time.sleep(0.001)
     assert dom.vcpus[1].blocked
+    # Remapping guest memory with another vCPU up quiesces it and keeps it blocked.
+    dom.memory.write_phys(BUF, m.ADD_TO_PHYSMAP.pack(x.DOMID_SELF, 0, m.XENMAPSPACE_shared_info, 0, 30))
+    assert call(dom, x.HYPERVISOR_memory_op, m.XENMEM_add_to_physmap, BUF) == 0
+    assert dom.pause_count == 0 and dom.vcpus[1].blocked
     assert call(dom, x.HYPERVISOR_vcpu_op, va.VCPUOP_down, 1, 0) == 0
     assert call(dom, x.HYPERVISOR_vcpu_op, va.VCPUOP_is_up, 1, 0) == 0

@@ -56,13 +56,15 @@ def _reservation(cur, arg, start: int, populate: bool) -> int:
             absent = [g for g in gfns if g not in d.memory.p2m]
             if d.memory.tot_pages + len(absent) > d.max_pages:
                 return i
-            if d.memory.populate(absent) < len(absent):
-                return i
+            with d.quiesced():
+                if d.memory.populate(absent) < len(absent):
+                    return i
         else:
             if not all(g in d.memory.p2m for g in gfns):
                 return i
-            for g in gfns:
-                d.memory.remove(g)
+            with d.quiesced():
+                for g in gfns:
+                    d.memory.remove(g)
     return max(start, nr_extents)
 
 
