@@ -100,6 +100,3 @@ def get_string_list(cfg: Config, name: str):
     return [item.data for item in items]
 
 
-def item_error(cfg: Config, item, name: str, msg: str):
-    """An error about one list item, positioned at the item."""
-    return ConfigError(f"{name}: {msg}", cfg.source, item.line, item.column)
