@@ -355,6 +355,7 @@ class RequestHandler:
             "nodes": s.nodecount.get(domid, 0),
             "watches": sum(len(c.watches) for c in conns),
             "transactions": sum(len(c.transactions) for c in conns),
+            "memory": s.memory.get(domid, 0),
         }
         return "".join(f"{k:<17}: {v:8d} (max {s.quota.get(k):8d})\n"
                        for k, v in usage.items())

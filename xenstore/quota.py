@@ -16,7 +16,8 @@ QUOTA_NAMES = {
     "transactions": ("transactions", "Transactions per domain"),
     "outstanding": ("outstanding", "Outstanding requests per domain"),
     "transaction-nodes": ("transaction_nodes", "Max. number of accessed nodes per transaction"),
-    "memory": ("memory", "Total Xenstore memory per domain (0 = no limit)"),
+    "memory": ("memory", "Bytes of nodes a domain may own before xenstored "
+               "stops reading its requests (0 = no limit)"),
     "node-size": ("node_size", "Max. size of a node"),
     "path-max": ("path_max", "Max. length of a node path"),
     "permissions": ("permissions", "Max. number of permissions per node"),

@@ -276,6 +276,7 @@ class RingConnection:
         self.outq = bytearray()
         self.pending = 0            # replies queued but not yet in the ring
         self.closed = False
+        self.warned = False
         self.loop = None
 
     def start(self):
@@ -319,11 +320,12 @@ class RingConnection:
                 self._reconnect()
                 moved = True
             moved = self._flush() or moved
-            quota = self.server.store.quota.outstanding
+            store = self.server.store
+            quota = store.quota.outstanding
             privileged = self.conn.privileged
-            # One message at a time, so that past the outstanding quota the
-            # rest stays in the guest's ring (and the guest feels it).
-            while privileged or self.pending < quota:
+            # One message at a time, so that past the outstanding quota (or
+            # the memory quota) the rest stays in the guest's ring.
+            while privileged or (self.pending < quota and self._memory_ok(store)):
                 data = self.ring.read_requests(self.reader.wanted())
                 if not data:
                     break
@@ -341,6 +343,21 @@ class RingConnection:
             return
         if moved:
             self.notify()
+
+    def _memory_ok(self, store) -> bool:
+        """The memory quotas: past the soft one we warn, past the hard one
+        xenstored stops talking to the domain until it is under again."""
+        used = store.memory.get(self.conn.domid, 0)
+        soft = store.quota_soft.get("memory", 0)
+        if soft and used > soft:
+            if not self.warned:
+                log.warning("dom%d uses %d bytes, over the soft memory quota %d",
+                            self.conn.domid, used, soft)
+                self.warned = True
+        else:
+            self.warned = False
+        hard = store.quota.memory
+        return not hard or used <= hard
 
     def _flush(self) -> bool:
         if not self.outq:

@@ -102,6 +102,8 @@ class Store:
         self.trace = False              # CONTROL log on/off
         self.nodes["/"] = Node(b"", ((priv_domid, PERM_NONE),), [], 0)
         self.nodecount[priv_domid] = 1
+        # Bytes of node records each domain owns (the "memory" quota).
+        self.memory: dict[int, int] = {priv_domid: _entry_size(self.nodes["/"])}
 
     # ---- connections -------------------------------------------------
     def connect(self, domid: int = 0) -> Connection:
@@ -170,6 +172,7 @@ class Store:
             self.generation += 1
             node.generation = self.generation
             self.nodes[path] = node
+            self._mem(node.perms[0][0], _entry_size(node))
         else:
             tx.changes[path] = node
         self._count(tx, node.perms[0][0], 1)
@@ -177,9 +180,13 @@ class Store:
     def _remove(self, tx, path, node):
         if tx is None:
             del self.nodes[path]
+            self._mem(node.perms[0][0], -_entry_size(node))
         else:
             tx.changes[path] = None
         self._count(tx, node.perms[0][0], -1)
+
+    def _mem(self, domid, delta):
+        self.memory[domid] = self.memory.get(domid, 0) + delta
 
     def _count(self, tx, domid, delta):
         d = self.nodecount if tx is None else tx.nodedelta
@@ -244,6 +251,8 @@ class Store:
             if node is not None:
                 self.generation += 1
                 node.generation = self.generation
+                owner = node.perms[0][0]
+                self.memory[owner] += len(value) - len(node.value)
                 node.value = value
                 if self.watch_table.index:
                     self.watch_table.fire(path, (node.perms,), False)
@@ -257,6 +266,8 @@ class Store:
             if not conn.privileged:
                 self._check_size(conn, Node(value, node.perms, node.children, 0))
             node = self._writable(tx, path, node)
+            if tx is None:
+                self._mem(node.perms[0][0], len(value) - len(node.value))
             node.value = value
         self._fire(tx, path, (node.perms,), False)
 
@@ -291,7 +302,10 @@ class Store:
             self._check_size(conn, grown)
         parent = self._writable(tx, ppath, parent)
         for p in reversed(missing):
-            parent.children.append(basename(p))
+            name = basename(p)
+            parent.children.append(name)
+            if tx is None:
+                self._mem(parent.perms[0][0], len(name) + 1)
             node = Node(value if p == path else b"", perms, [], 0)
             self._add(tx, p, node)
             parent = node
@@ -313,7 +327,10 @@ class Store:
         parent = self._get(tx, ppath)
         self._delete_tree(conn, tx, path, node, top=True)
         parent = self._writable(tx, ppath, parent)
-        parent.children.remove(basename(path))
+        name = basename(path)
+        parent.children.remove(name)
+        if tx is None:
+            self._mem(parent.perms[0][0], -(len(name) + 1))
         self._fire(tx, path, (node.perms, parent.perms), False)
 
     def _delete_tree(self, conn, tx, path, node, top):
@@ -350,7 +367,11 @@ class Store:
             self._check_size(conn, Node(node.value, perms, node.children, 0))
         old_perms = node.perms
         node = self._writable(tx, path, node)
+        if tx is None:
+            self._mem(old_owner, -_entry_size(node))
         node.perms = perms
+        if tx is None:
+            self._mem(new_owner, _entry_size(node))
         if new_owner != old_owner:
             self._count(tx, old_owner, -1)
             self._count(tx, new_owner, 1)
@@ -425,10 +446,17 @@ class Store:
             node = nodes.get(path)
             if (node.generation if node is not None else NO_GENERATION) != gen:
                 raise XsError("EAGAIN")
+        memory = self.memory
         for path, node in tx.changes.items():
+            old = nodes.get(path)
+            if old is not None:
+                owner = old.perms[0][0]
+                memory[owner] = memory.get(owner, 0) - _entry_size(old)
             if node is None:
                 nodes.pop(path, None)
             else:
+                owner = node.perms[0][0]
+                memory[owner] = memory.get(owner, 0) + _entry_size(node)
                 self.generation += 1
                 node.generation = self.generation
                 nodes[path] = node
@@ -481,6 +509,9 @@ class Store:
         moved = 0
         for node in self.nodes.values():
             if node.perms[0][0] == domid:
+                size = _entry_size(node)
+                self._mem(domid, -size)
+                self._mem(self.priv_domid, size)
                 node.perms = ((self.priv_domid, node.perms[0][1]),) + node.perms[1:]
                 moved += 1
         if moved:
@@ -519,11 +550,14 @@ class Store:
         problems = []
         seen = {"/"}
         count: dict[int, int] = {}
+        memory: dict[int, int] = {}
         stack = ["/"]
         while stack:
             path = stack.pop()
             node = self.nodes[path]
-            count[node.perms[0][0]] = count.get(node.perms[0][0], 0) + 1
+            owner = node.perms[0][0]
+            count[owner] = count.get(owner, 0) + 1
+            memory[owner] = memory.get(owner, 0) + _entry_size(node)
             for name in node.children:
                 cpath = path + "/" + name if path != "/" else "/" + name
                 if cpath not in self.nodes:
@@ -538,6 +572,10 @@ class Store:
             if count.get(domid, 0) != self.nodecount.get(domid, 0):
                 problems.append(f"domain {domid} owns {count.get(domid, 0)} nodes, "
                                 f"accounted {self.nodecount.get(domid, 0)}")
+        for domid in set(memory) | set(self.memory):
+            if memory.get(domid, 0) != self.memory.get(domid, 0):
+                problems.append(f"domain {domid} owns {memory.get(domid, 0)} bytes, "
+                                f"accounted {self.memory.get(domid, 0)}")
         return problems
 
 

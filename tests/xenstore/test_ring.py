@@ -183,3 +183,31 @@ def test_reintroduce_rebinds_the_event_channel(daemon, client, dom5):
     rebound.write(b"after-rebind", b"1")
     assert client.ok(w.XS_READ, b"/local/domain/5/after-rebind") == b"1"
     rebound.close()
+
+
+def test_memory_quota_stops_talking_to_the_domain(tmp_path):
+    d = Daemon(tmp_path, "-Q", "memory=3000", "-q", "memory=1500")
+    try:
+        c = RawClient(d.sock)
+        g = introduce(c, d, 13)
+        for i in range(4):
+            g.write(b"blob%d" % i, b"z" * 900)            # over 3000 after the 4th
+        usage = c.ok(w.XS_CONTROL, b"quota", b"13").decode()
+        assert "memory" in usage
+        req = w.XSD_SOCKMSG.pack(w.XS_READ, 9, 0, 6) + b"blob0\0"
+        g.ring.write_request(req)
+        g.kick()
+        # A dom0 round trip after the kick: xenstored has seen the kick (both
+        # were ready in the same poll at the latest).
+        c.ok(w.XS_READ, b"/local/domain/0/domid")
+        assert g.ring.read_responses() == b""              # not answered
+        assert U32.unpack_from(g.page, w.XS_RING_REQ_CONS)[0] != \
+            U32.unpack_from(g.page, w.XS_RING_REQ_PROD)[0]  # not even read
+        c.ok(w.XS_RM, b"/local/domain/13/blob3")           # dom0 frees some
+        g.kick()
+        assert g.recv_msg() == (w.XS_READ, 9, 0, b"z" * 900)
+        with open(d.log) as f:
+            assert "over the soft memory quota" in f.read()
+        g.close()
+    finally:
+        d.stop()
