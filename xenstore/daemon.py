@@ -27,7 +27,8 @@ def run_dir() -> str:
         return d
     if os.geteuid() == 0:
         return f"/run/{PROJECT}"
-    return os.path.join(os.environ.get("XDG_RUNTIME_DIR", f"/tmp/{PROJECT}-{os.getuid()}"), PROJECT)
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/{PROJECT}-{os.getuid()}"
+    return os.path.join(base, PROJECT)
 
 
 def socket_path(args) -> str:
