@@ -24,23 +24,28 @@ from toolstack.config import build, parse_text, to_json  # noqa: E402
 LIBXLUTIL = "/usr/lib/x86_64-linux-gnu/libxlutil.so.4.17"
 
 
-def rate(fn, seconds=0.3, repeats=5):
-    """Calls per second of fn(): the best of `repeats` runs of >= `seconds`
-    each (the best run is the one least disturbed by other load, as timeit
-    recommends)."""
-    best = 0.0
+def one_run(fn, seconds):
+    """Calls per second of fn() over one run of at least `seconds`."""
+    n, batch = 0, 8
+    start = time.perf_counter()
+    while True:
+        for _ in range(batch):
+            fn()
+        n += batch
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return n / elapsed
+        batch *= 2 if elapsed < seconds / 4 else 1
+
+
+def rates(fns, seconds=0.25, repeats=7):
+    """Best rate of each function over `repeats` rounds; the rounds take
+    the functions in turn, so load from elsewhere hits them alike, and the
+    best run is the least disturbed one (as timeit recommends)."""
+    best = [0.0] * len(fns)
     for _ in range(repeats):
-        n, batch = 0, 8
-        start = time.perf_counter()
-        while True:
-            for _ in range(batch):
-                fn()
-            n += batch
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds:
-                break
-            batch *= 2 if elapsed < seconds / 4 else 1
-        best = max(best, n / elapsed)
+        for i, fn in enumerate(fns):
+            best[i] = max(best[i], one_run(fn, seconds))
     return best
 
 
@@ -74,17 +79,15 @@ def main():
         source = str(ROOT / "examples" / name)
         data = text.encode()
         doc = json.dumps(parse_text(text, source).as_dict())
-        ours = rate(lambda: parse_text(text, source))
-        measured = [
-            ("ours: grammar", ours),
-            ("ours: typed", rate(lambda: build(parse_text(text, source), 8))),
-            ("ours: typed+json", rate(lambda: to_json(build(parse_text(text, source), 8)[0]))),
-        ]
-        if xlu is not None:
-            measured.append(("ref: libxlutil (C)", rate(lambda: xlu(data))))
-        else:
-            measured.append(("ref: libxlutil (C)", None))
-        measured.append(("ref: json.loads", rate(lambda: json.loads(doc))))
+        fns = [("ours: grammar", lambda: parse_text(text, source)),
+               ("ours: typed", lambda: build(parse_text(text, source), 8)),
+               ("ours: typed+json", lambda: to_json(build(parse_text(text, source), 8)[0])),
+               ("ref: libxlutil (C)", (lambda: xlu(data)) if xlu else None),
+               ("ref: json.loads", lambda: json.loads(doc))]
+        live = [(w, f) for w, f in fns if f is not None]
+        got = dict(zip((w for w, _ in live), rates([f for _, f in live])))
+        measured = [(w, got.get(w)) for w, _ in fns]
+        ours = got["ours: grammar"]
         for what, r in measured:
             rows.append((f"{label} ({name}, {len(data)} B)", what, r,
                          None if r is None else ours / r))
