@@ -1,8 +1,10 @@
-"""cffi (API mode) builder for the software-CPU engine, `xen_core.accel._emu`.
+"""cffi (API mode) builder for the software-CPU engine, `xen_core.accel._emu_c`
+(not `_emu`: that name is a function in xen_core/accel/__init__.py, which
+importing a submodule of the same name would overwrite).
 
-Compiles emu.c and emu_x86.c against the headers and library shipped inside the unicorn
-wheel (unicorn/include, unicorn/lib/libunicorn.so.2), with an rpath to that
-folder so no system libunicorn is needed.
+Compiles emu.c and emu_x86.c against the headers and library shipped inside
+the unicorn wheel (unicorn/include, unicorn/lib/libunicorn.so.2), with an
+rpath to that folder so no system libunicorn is needed.
 """
 import os
 
@@ -72,7 +74,7 @@ ffibuilder.cdef(CDEF)
 with open(os.path.join(HERE, "emu.c")) as f:
     source = f.read()
 ffibuilder.set_source(
-    "xen_core.accel._emu",
+    "xen_core.accel._emu_c",
     source,
     # setuptools wants source paths relative to the project (its cwd)
     sources=[os.path.relpath(os.path.join(HERE, "emu_x86.c"))],

@@ -18,10 +18,10 @@ from xen_core.accel.base import (GENERAL_REGS, HYPERCALL_PORT, BootState, CpuMod
                                  ExitHandler, RunResult, SpecialRegs)
 
 try:
-    from xen_core.accel._emu import ffi, lib
+    from xen_core.accel._emu_c import ffi, lib
 except ImportError as e:  # not built: `make venv` compiles it
     ffi = lib = None
-    _IMPORT_ERROR = f"xen_core.accel._emu not built ({e})"
+    _IMPORT_ERROR = f"xen_core.accel._emu_c not built ({e})"
 else:
     _IMPORT_ERROR = ""
 
