@@ -10,7 +10,8 @@ stdout, and exits with the guest's shutdown reason:
 
     exit status = SHUTDOWN_* reason: 0 poweroff, 1 reboot, 2 suspend,
                   3 crash (also a triple fault), 4 watchdog, 5 soft_reset;
-    125 when the domain could not be built or the core not reached,
+    125 when the domain could not be built, the core not reached, or
+        the domain was destroyed from elsewhere,
     130 on Ctrl-C (the domain is destroyed).
 """
 from __future__ import annotations
@@ -105,11 +106,13 @@ def run_console(pc: Privcmd, events: Privcmd, domid: int, out) -> int:
             out.flush()
             seen = max(seen, ev["offset"] + len(chunk))
         elif ev["event"] == "dom_exc" and ev["domid"] == domid:
+            if ev["kind"] == "destroyed":
+                print(f"boot: domain {domid} was destroyed", file=sys.stderr)
+                return EXIT_BUILD_FAILED
             rest, _ = pc.console_read(domid, seen)
             out.write(rest)
             out.flush()
-            info = pc.domain_info(domid)
-            return info["shutdown_reason"] if info["shutdown_reason"] is not None else EXIT_BUILD_FAILED
+            return pc.domain_info(domid)["shutdown_reason"]
 
 
 def boot(kernel: str, memory_mib: int = 32, cmdline: str = "", ramdisk: str | None = None,
@@ -133,10 +136,9 @@ def boot(kernel: str, memory_mib: int = 32, cmdline: str = "", ramdisk: str | No
         except (BuildError, XenError, OSError) as e:
             print(f"boot: {kernel}: {e}", file=sys.stderr)
             return EXIT_BUILD_FAILED
-        try:
-            return run_console(pc, events, domid, out)
-        except KeyboardInterrupt:
-            return EXIT_INTERRUPTED
+        return run_console(pc, events, domid, out)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     finally:
         if domid is not None:
             try:

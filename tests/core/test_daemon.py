@@ -268,3 +268,25 @@ def test_detaches_and_refuses_a_second_instance(tmp_path):
             break
         time.sleep(0.01)
     assert not os.path.exists(os.path.join(run_dir, "privcmd.sock"))
+
+
+def test_unexpected_fds_are_closed(emu_core):
+    import array
+    before = len(emu_core.fds())
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.connect(emu_core.socket)
+    r, w = os.pipe()
+    try:
+        for i in range(5):
+            frame = privif.encode({"id": i, "op": "hello"}, nfds=2)
+            raw.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r, w]))])
+            dec = privif.Decoder()
+            msgs = []
+            while not msgs:
+                msgs = dec.feed(raw.recv(4096))
+            assert msgs[0].body["ok"]
+        assert len(emu_core.fds()) <= before + 1     # our connection, not the 10 fds
+    finally:
+        raw.close()
+        os.close(r)
+        os.close(w)
