@@ -29,7 +29,7 @@
 #define F_RIP 16u  /* a handler moved RIP: applied at the next stop */
 #define SLICE_NS 2000000 /* run at least this long before handing over */
 
-#define SCAN_SLOTS 4096 /* direct-mapped cache of already scanned blocks */
+#define SCAN_SLOTS 65536 /* direct-mapped cache of scanned blocks (512 KiB) */
 #define MAX_SITES 256
 #define MAX_OPS 64
 #define EMU_TCG_BUFFER (128u << 20)
