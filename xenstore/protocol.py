@@ -58,6 +58,11 @@ class MessageReader:
     def feed(self, data: bytes) -> list:
         if self.buf:
             data = self.buf + data
+        elif len(data) >= HDR:
+            # The common case: exactly one whole message.
+            mtype, req_id, tx_id, length = _unpack_from(data)
+            if len(data) == HDR + length and length <= XENSTORE_PAYLOAD_MAX:
+                return [(mtype, req_id, tx_id, data[HDR:])]
         out = []
         pos = 0
         n = len(data)
@@ -92,9 +97,12 @@ def _text(b: bytes) -> str:
 
 def _onearg(payload: bytes) -> str:
     """Exactly one string, NUL-terminated."""
-    if not payload or payload.find(b"\0") != len(payload) - 1:
+    if payload.find(b"\0") != len(payload) - 1 or not payload:
         raise XsError("EINVAL", "expected one NUL-terminated argument")
-    return _text(payload[:-1])
+    try:
+        return payload[:-1].decode("ascii")
+    except UnicodeDecodeError:
+        raise XsError("EINVAL", "non-ASCII bytes in argument") from None
 
 
 def _nargs(payload: bytes, n: int) -> list[bytes]:
@@ -197,8 +205,11 @@ class RequestHandler:
         i = payload.find(b"\0")
         if i < 0:
             raise XsError("EINVAL", "WRITE without a NUL after the path")
-        s = self.store
-        s.write(conn, tx, _text(payload[:i]), payload[i + 1:])
+        try:
+            path = payload[:i].decode("ascii")
+        except UnicodeDecodeError:
+            raise XsError("EINVAL", "non-ASCII bytes in path") from None
+        self.store.write(conn, tx, path, payload[i + 1:])
         return OK
 
     def _directory(self, conn, tx, payload):

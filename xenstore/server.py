@@ -44,30 +44,42 @@ class XenStoreServer:
         """Process requests from one connection; return its output bytes."""
         conn = transport.conn
         store = self.store
+        trace = store.trace or self.debug
+        if len(msgs) == 1 and not trace:
+            # The common case: one request, no events, nothing to log.
+            reply = self.handler.process(conn, *msgs[0])
+            if not store.watch_table.event_conns and not store.messages:
+                return reply
+            return self._after(conn, msgs[0][0], reply)
         process = self.handler.process
         out = []
-        trace = store.trace or self.debug
         for mtype, req_id, tx_id, payload in msgs:
             if trace:
                 self._trace("IN", conn, mtype, req_id, tx_id, payload)
             reply = process(conn, mtype, req_id, tx_id, payload)
             if trace:
                 self._trace("OUT", conn, *w.XSD_SOCKMSG.unpack_from(reply)[:3], reply[16:])
-            if store.watch_table.event_conns:
-                # xenstored queues a WATCH's first event after its reply and
-                # every other event ahead of the reply that caused it.
-                if mtype == w.XS_WATCH:
-                    out.append(reply)
-                    self._route_events(conn, out)
-                else:
-                    self._route_events(conn, out)
-                    out.append(reply)
+            out.append(self._after(conn, mtype, reply))
+        return b"".join(out)
+
+    def _after(self, conn, mtype, reply) -> bytes:
+        """The reply with the events it caused for its own connection (the
+        others' are sent to them), and CONTROL print/check output logged."""
+        store = self.store
+        out = [reply]
+        if store.watch_table.event_conns:
+            # xenstored queues a WATCH's first event after its reply and
+            # every other event ahead of the reply that caused it.
+            if mtype == w.XS_WATCH:
+                self._route_events(conn, out)
             else:
+                out.pop()
+                self._route_events(conn, out)
                 out.append(reply)
-            if store.messages:
-                for m in store.messages:
-                    log.warning("%s", m)
-                store.messages.clear()
+        if store.messages:
+            for m in store.messages:
+                log.warning("%s", m)
+            store.messages.clear()
         return b"".join(out)
 
     def _route_events(self, conn, out):
