@@ -32,7 +32,11 @@ def test_base_options():
     assert "-nodefaults" in a and "-no-user-config" in a
     assert spec.qmp_path == f"{RUN}/qmp-libxl-7"
     assert f"socket,id=libxl-cmd,path={RUN}/qmp-libxl-7,server=on,wait=off" in opt(a, "-chardev")
-    assert opt(a, "-mon") == ["chardev=libxl-cmd,mode=control"]
+    assert spec.qmp_aux_path == f"{RUN}/qmp-libxenstat-7"
+    assert (f"socket,id=libxenstat-cmd,path={RUN}/qmp-libxenstat-7,server=on,"
+            f"wait=off") in opt(a, "-chardev")
+    assert opt(a, "-mon") == ["chardev=libxl-cmd,mode=control",
+                              "chardev=libxenstat-cmd,mode=control"]
     assert "-S" in a                          # started paused, cont over QMP
     assert opt(a, "-name") == ["t"]
     assert opt(a, "-machine") == ["pc,accel=tcg"]

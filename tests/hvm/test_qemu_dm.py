@@ -17,7 +17,8 @@ import pytest
 
 from toolstack.devicemodel import (DeviceModel, DeviceModelError,
                                    DeviceModelGone, qemu_argv)
-from toolstack.devicemodel.accel import hardware_virt, kvm_device_works
+from toolstack.devicemodel.accel import kvm_device_works
+from toolstack.devicemodel.controller import qmp_execute, vcpu_cpu_time, xl_state
 
 from .helpers import BOOTSECTOR, QEMU, QEMU_IMG, ROOT, cfg
 
@@ -114,6 +115,27 @@ def test_pause_unpause(launch):
     assert kinds.index("stop") < len(kinds) - 1 - kinds[::-1].index("resume")
 
 
+def test_second_monitor_for_other_xl_processes(launch):
+    """xl pause/unpause/list from another process: one-shot QMP on the
+    second socket; the supervising controller sees the events."""
+    dm = launch(IDLE)
+    aux = dm.spec.qmp_aux_path
+    assert qmp_execute(aux, "query-status")["status"] == "running"
+    qmp_execute(aux, "stop")
+    assert xl_state(qmp_execute(aux, "query-status")["status"], dm.pid) == "p"
+    assert wait_until(lambda: any(e.kind == "stop" for e in dm.seen), 30)
+    assert dm.status() == "p"
+    qmp_execute(aux, "cont")
+    assert dm.status() in "rb"
+    assert vcpu_cpu_time(dm.pid) >= 0.0
+    with pytest.raises(DeviceModelError, match="QMP no-such-command"):
+        qmp_execute(aux, "no-such-command")
+    dm.destroy()
+    with pytest.raises(DeviceModelGone):
+        qmp_execute(aux, "query-status")
+    assert vcpu_cpu_time(dm.pid) is None
+
+
 def test_created_paused(launch):
     dm = launch(IDLE, paused=True)
     assert dm.status() == "p"
@@ -141,6 +163,8 @@ def test_killed_qemu_is_crashed(launch):
     assert wait_until(lambda: dm.seen and dm.seen[-1].kind == "crashed", 30)
     assert dm.seen[-1].reason == "killed by signal 9"
     assert dm.status() == "c"
+    assert not os.path.exists(dm.spec.qmp_path)     # stale sockets removed
+    assert not os.path.exists(dm.spec.qmp_aux_path)
     with pytest.raises(DeviceModelGone):
         dm.unpause()
 

@@ -47,7 +47,8 @@ class DeviceModelError(ValueError):
 @dataclasses.dataclass
 class DeviceModelSpec:
     argv: list                    # the full command, argv[0] the binary
-    qmp_path: str                 # QMP control socket
+    qmp_path: str                 # QMP control socket (the supervisor's)
+    qmp_aux_path: str             # second QMP socket, for one-shot clients
     serial_logs: list             # per serial port: the logfile (or None)
     taps: list                    # (ifname, bridge) to enslave once created
     accel: str                    # "kvm" or "tcg"
@@ -331,9 +332,15 @@ def qemu_argv(cfg, *, domid, run_dir, accel="tcg", privileged=False,
     now = time.time() if now is None else now
     warnings, taps = [], []
     qmp_path = os.path.join(run_dir, f"qmp-libxl-{domid}")
+    aux_path = os.path.join(run_dir, f"qmp-libxenstat-{domid}")
+    # QEMU serves one client per monitor: libxl's two (its own, and one for
+    # libxenstat); the second lets other xl processes query and command.
     argv = [qemu, "-no-user-config", "-nodefaults",
             "-chardev", f"socket,id=libxl-cmd,path={_escape(qmp_path)},server=on,wait=off",
-            "-mon", "chardev=libxl-cmd,mode=control"]
+            "-mon", "chardev=libxl-cmd,mode=control",
+            "-chardev", f"socket,id=libxenstat-cmd,path={_escape(aux_path)},"
+                        f"server=on,wait=off",
+            "-mon", "chardev=libxenstat-cmd,mode=control"]
     if start_paused:
         argv.append("-S")
     if cfg.on_poweroff == "preserve":
@@ -378,5 +385,6 @@ def qemu_argv(cfg, *, domid, run_dir, accel="tcg", privileged=False,
     argv += ["-m", str(ram_mb)]
     argv += _disk_args(cfg, h.hdtype, warnings)
     argv += list(b.extra) + list(b.extra_hvm)
-    return DeviceModelSpec(argv=argv, qmp_path=qmp_path, serial_logs=serial_logs,
+    return DeviceModelSpec(argv=argv, qmp_path=qmp_path, qmp_aux_path=aux_path,
+                           serial_logs=serial_logs,
                            taps=taps, accel=accel, warnings=warnings)

@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 
-from qemu.qmp import EventListener, QMPClient
+from qemu.qmp import ConnectError, EventListener, QMPClient
 from qemu.qmp.protocol import Runstate
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,85 @@ RUNSTATE_TO_XL = {
     "watchdog": "p", "colo": "p", "shutdown": "s",
     "guest-panicked": "c", "internal-error": "c",
 }
+
+
+def _vcpu_stats(pid):
+    """/proc stat lines of QEMU's vCPU threads ("CPU <n>/TCG", "CPU <n>/KVM")."""
+    base = f"/proc/{pid}/task"
+    out = []
+    try:
+        tids = os.listdir(base)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"{base}/{tid}/comm") as f:
+                if not f.read().startswith("CPU "):
+                    continue
+            with open(f"{base}/{tid}/stat") as f:
+                out.append(f.read())
+        except OSError:
+            continue
+    return out
+
+
+def _stat_fields(stat):
+    # comm may hold spaces and parentheses: fields start after the last ')'
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def xl_state(qmp_status, pid=None):
+    """xl's state letter for a QEMU in QMP run state `qmp_status`: running
+    is r when a vCPU thread is on a CPU (or runnable), b when all block."""
+    letter = RUNSTATE_TO_XL.get(qmp_status, "p")
+    if letter == "r" and pid is not None:
+        stats = _vcpu_stats(pid)
+        if stats and not any(_stat_fields(s)[0] == "R" for s in stats):
+            letter = "b"
+    return letter
+
+
+def vcpu_cpu_time(pid):
+    """Seconds of CPU used by QEMU's vCPU threads (Xen's domain time), or
+    by the whole process if no vCPU thread is named; None if it is gone."""
+    stats = _vcpu_stats(pid)
+    if not stats:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stats = [f.read()]
+        except OSError:
+            return None
+    ticks = 0
+    for s in stats:
+        fl = _stat_fields(s)
+        ticks += int(fl[11]) + int(fl[12])            # utime, stime
+    return ticks / CLK_TCK
+
+
+def qmp_execute(path, cmd, args=None, timeout=10.0):
+    """One QMP command on a monitor socket, for processes other than the
+    one supervising QEMU (xl pause/unpause/list from another shell use the
+    second socket, `DeviceModelSpec.qmp_aux_path`; the supervisor's
+    controller still sees the resulting events)."""
+    async def run():
+        client = QMPClient("xl")
+        await client.connect(path)
+        try:
+            return await client.execute(cmd, args)
+        finally:
+            try:
+                await client.disconnect()
+            except Exception:
+                pass
+    if not os.path.exists(path):
+        raise DeviceModelGone(f"no device model on {path}")
+    try:
+        return asyncio.run(asyncio.wait_for(run(), timeout))
+    except (OSError, ConnectError, EOFError, asyncio.TimeoutError) as e:
+        raise DeviceModelGone(f"no device model on {path}: {e}") from None
+    except Exception as e:
+        desc = getattr(getattr(getattr(e, "error", None), "error", None), "desc", None)
+        raise DeviceModelError(f"QMP {cmd}: {desc or e}") from None
 
 
 class DeviceModelError(RuntimeError):
@@ -170,10 +249,7 @@ class DeviceModel:
             st = self.query_status()["status"]
         except DeviceModelGone:
             return self._dead_state()
-        letter = RUNSTATE_TO_XL.get(st, "p")
-        if letter == "r" and not self._vcpu_running():
-            letter = "b"
-        return letter
+        return xl_state(st, self.proc.pid)
 
     def query_status(self):
         return self._call(self._execute("query-status"), 10.0)
@@ -219,7 +295,7 @@ class DeviceModel:
         """Seconds of CPU the guest's vCPU threads used (Xen's domain
         time); the whole process' time if no vCPU thread is named."""
         if self.alive:
-            t = self._read_cpu_time()
+            t = vcpu_cpu_time(self.proc.pid)
             if t is not None:
                 self._last_cpu = t
         return self._last_cpu
@@ -275,7 +351,7 @@ class DeviceModel:
         spec = self.spec
         run_dir = os.path.dirname(spec.qmp_path)
         os.makedirs(run_dir, exist_ok=True)
-        for p in [spec.qmp_path] + [p for p in spec.serial_logs if p]:
+        for p in [spec.qmp_path, spec.qmp_aux_path] + [p for p in spec.serial_logs if p]:
             try:
                 os.unlink(p)
             except FileNotFoundError:
@@ -389,6 +465,7 @@ class DeviceModel:
         else:
             self._end = "crashed"
             reason = (f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}")
+        self._cleanup_files()             # a killed QEMU leaves its sockets
         self._exited.set()
         guest = bool(self._shutdown_seen and self._shutdown_seen.get("guest"))
         self._emit(DomainEvent("crashed" if self._end == "crashed" else "exited",
@@ -470,10 +547,11 @@ class DeviceModel:
             self._pidfd = None
 
     def _cleanup_files(self):
-        try:
-            os.unlink(self.spec.qmp_path)
-        except FileNotFoundError:
-            pass
+        for p in (self.spec.qmp_path, self.spec.qmp_aux_path):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
 
     async def _enslave(self, ifname, bridge):
         """What Xen's vif-bridge hotplug script does for the -emu TAP."""
@@ -493,48 +571,6 @@ class DeviceModel:
         if self.proc is None:
             return "d"
         return {"shutdown": "s", "crashed": "c"}.get(self._end, "d")
-
-    def _vcpu_threads(self):
-        base = f"/proc/{self.proc.pid}/task"
-        out = []
-        try:
-            for tid in os.listdir(base):
-                try:
-                    with open(f"{base}/{tid}/comm") as f:
-                        comm = f.read().strip()
-                    if comm.startswith("CPU "):
-                        with open(f"{base}/{tid}/stat") as f:
-                            out.append(f.read())
-                except OSError:
-                    continue
-        except OSError:
-            pass
-        return out
-
-    @staticmethod
-    def _stat_fields(stat):
-        # comm may contain spaces and parentheses: split after the last ')'
-        return stat[stat.rindex(")") + 2:].split()
-
-    def _vcpu_running(self):
-        stats = self._vcpu_threads()
-        if not stats:
-            return True
-        return any(self._stat_fields(s)[0] == "R" for s in stats)
-
-    def _read_cpu_time(self):
-        stats = self._vcpu_threads()
-        if not stats:
-            try:
-                with open(f"/proc/{self.proc.pid}/stat") as f:
-                    stats = [f.read()]
-            except OSError:
-                return None
-        ticks = 0
-        for s in stats:
-            fl = self._stat_fields(s)
-            ticks += int(fl[11]) + int(fl[12])        # utime, stime
-        return ticks / CLK_TCK
 
     def _log_tail(self, n=400):
         try:
