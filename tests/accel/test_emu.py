@@ -724,9 +724,12 @@ def test_interrupt_from_another_thread_while_busy(guest):
     SETGATE 0x41, irq_handler
     sti
     xor r13, r13
+    mov r12, 1000000000              # bounded: report failure, never hang
 1:  test r13, r13
-    jz 1b
-    mov rdi, r13
+    jnz 2f
+    dec r12
+    jnz 1b
+2:  mov rdi, r13
     HCALL 0x100
     jmp stop
 irq_handler:
