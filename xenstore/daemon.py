@@ -139,6 +139,11 @@ def main(argv=None) -> int:
             f.write(f"{os.getpid()}\n")
     try:
         asyncio.run(serve(args, quota, soft))
+    except OSError as e:
+        logging.getLogger("xenstored").error("cannot serve on %s: %s", socket_path(args), e)
+        print(f"xenstored: cannot serve on {socket_path(args)}: {e.strerror or e}",
+              file=sys.stderr)
+        return 1
     finally:
         if args.pid_file:
             try:

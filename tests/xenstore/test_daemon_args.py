@@ -30,3 +30,13 @@ def test_quota_flags_map_to_xens_names():
 def test_bad_quota_arguments(arg):
     with pytest.raises(ValueError):
         daemon.build_quota(daemon.parse_args(["-Q", arg]))
+
+
+def test_unusable_socket_path_is_a_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    rc = daemon.main(["-N", "--socket", str(blocker / "sub" / "socket"),
+                      "--log", str(tmp_path / "log")])
+    assert rc == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot serve on" in err[0]
