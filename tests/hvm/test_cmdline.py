@@ -375,3 +375,18 @@ def test_pvpanic_and_crash_preserve():
     assert "pvpanic" in opt(a, "-device")
     assert opt(a, "-action") == []
     assert opt(argv('on_crash = "preserve"'), "-action") == ["panic=pause"]
+
+
+@pytest.mark.parametrize("path,expect", [
+    ("guests/linux/linux-hvm.cfg", ["-kernel", "guests/build/linux/vmlinuz"]),
+    ("guests/bootsector/bootsector-hvm.cfg", ["-boot", "order=c"]),
+])
+def test_example_configs(path, expect):
+    from toolstack.config import load
+    from .helpers import ROOT
+    c, warnings = load(os.path.join(ROOT, path))
+    a = qemu_argv(c, domid=1, run_dir=RUN).argv
+    assert warnings == []
+    i = a.index(expect[0])
+    assert a[i:i + 2] == expect
+    assert opt(a, "-drive")[0].endswith("if=ide,index=0,media=disk,format=raw,cache=writeback")
