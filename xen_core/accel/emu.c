@@ -562,8 +562,10 @@ int emu_run(struct emu_vcpu *v)
             result = EMU_RUN_ERROR;
             break;
         }
-        /* hlt: wait in the core unless an interrupt is already deliverable. */
-        if (!(irq_pending(v) && (rreg(v->uc, UC_X86_REG_RFLAGS) & RFLAGS_IF))) {
+        /* hlt: wait in the core unless an interrupt is already deliverable
+         * or a stop is pending (the loop top returns it). */
+        if (!(atomic_load(&v->flags) & F_STOP) &&
+            !(irq_pending(v) && (rreg(v->uc, UC_X86_REG_RFLAGS) & RFLAGS_IF))) {
             v->exit.kind = EMU_EXIT_HALT;
             if (call_python(v, NULL) != 0) {
                 result = EMU_RUN_ERROR;
