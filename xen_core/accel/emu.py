@@ -1,9 +1,12 @@
 """Software-CPU engine: unicorn, one engine per vCPU, driven from C (emu.c).
 
 A unicorn engine is one CPU, so a domain's vCPUs are several engines that
-all map the same host memory with `uc_mem_map_ptr` (no copies). `run()`
-blocks in C with the GIL released; C calls back here (`_on_exit`, a cffi
-extern "Python") only for exits the core must answer.
+all map the same host memory with `uc_mem_map_ptr` (no copies) and take
+turns on one CPU lock (unicorn's `lock` prefix is not atomic across engines).
+`run()` blocks in C with the GIL released; C calls back here
+(`emu_py_exit`, a cffi extern "Python") only for exits the core must answer:
+hypercalls (`out` to HYPERCALL_PORT, vmcall, vmmcall), other port I/O, writes
+to the hypervisor MSR range, hlt.
 """
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ _cal_lock = threading.Lock()
 
 
 def _calibrate() -> tuple[bool, str]:
-    """Locate unicorn's internal exception state once per process (emu.c)."""
+    """Locate unicorn's internal CPU state once per process (emu_x86.c)."""
     global _calibrated
     with _cal_lock:
         if _calibrated is None:
