@@ -97,6 +97,9 @@ CASES = {
                       '"backend-type=linux,feature-disable-keyboard=1,feature-abs-pointer=0x1"]\n'),
     "vfb-list-wins-over-vnc": 'name="p"\nkernel="/k"\nvnc=1\nvfb=["vnc=0"]\n',
     "channel-unknown-key": 'name="p"\nkernel="/k"\nchannel=["connection=pty,colour=red"]\n',
+    "usb-devices": ('name="h"\ntype="hvm"\nusbctrl=["type=qusb,version=2,ports=4","version=3",'
+                    '"type=PV"]\nusbdev=["hostbus=1,hostaddr=0x2,controller=0,port=1",'
+                    '"type=hostdev,hostbus=3","hostaddr=0x105,type=hostdev"]\n'),
     "zero-vcpus": 'name="z"\nkernel="/k"\nvcpus=0\n',
 }
 
@@ -165,6 +168,10 @@ REJECTED = {
     "vkb-bad-type": 'name="x"\nkernel="/k"\nvkb=["backend-type=usb"]\n',
     "vkb-unknown": 'name="x"\nkernel="/k"\nvkb=["backend-type=qemu,x=1"]\n',
     "vkb-mt-incomplete": 'name="x"\nkernel="/k"\nvkb=["backend-type=qemu,feature-multi-touch=1"]\n',
+    "usbctrl-bad-type": 'name="x"\ntype="hvm"\nusbctrl=["type=ehci"]\n',
+    "usbctrl-unknown": 'name="x"\ntype="hvm"\nusbctrl=["speed=3"]\n',
+    "usbdev-bad-type": 'name="x"\ntype="hvm"\nusbdev=["type=hub"]\n',
+    "usbdev-unknown": 'name="x"\ntype="hvm"\nusbdev=["bus=1"]\n',
     "mca": 'name="x"\ntype="hvm"\nmca_caps=["foo"]\n',
 }
 

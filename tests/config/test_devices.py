@@ -101,3 +101,26 @@ def test_device_error_positions():
     with pytest.raises(ConfigError) as e:
         build(parse_text(BASE + 'vtpm = [\n  "backend=a",\n  "uuid=x"]\n', "t.cfg"), 8)
     assert str(e.value).startswith("t.cfg:5:3:")
+
+
+def test_usb_controllers_and_devices():
+    doc, _ = js('usbctrl = ["type=qusb,version=2,ports=4", "version=3"]\n'
+                'usbdev = ["hostbus=1,hostaddr=0x102,controller=0,port=1,type=hostdev",'
+                '"hostbus=3"]\n')
+    assert doc["usbctrls"] == [{"type": "qusb", "devid": 0, "version": 2, "ports": 4},
+                               {"devid": 1, "version": 3}]
+    assert doc["usbdevs"] == [
+        {"ctrl": 0, "port": 1, "type.hostdev": {"hostbus": 1, "hostaddr": 2}},
+        {}]             # no type: the host address is kept but not written
+
+
+@pytest.mark.parametrize("fn,spec,msg", [
+    (lambda s: D.parse_usbctrl(s, 0), "type=ehci", "Invalid usb controller type"),
+    (lambda s: D.parse_usbctrl(s, 0), "speed=3", "Unknown string"),
+    (D.parse_usbdev, "type=hub", "Invalid usb device type"),
+    (D.parse_usbdev, "bus=1", "Unknown string"),
+])
+def test_usb_errors(fn, spec, msg):
+    with pytest.raises(ConfigError) as e:
+        fn(spec)
+    assert msg in str(e.value)

@@ -48,6 +48,8 @@ COMMON = {
     "channel": st.sampled_from(['["connection=pty"]', '["name=a,connection=socket,path=/s"]']),
     "vtpm": st.just('["backend=d"]'), "p9": st.just('["tag=t,path=/p,security_model=none"]'),
     "pvcalls": st.just('["backend=b"]'), "dtdev": st.just('["/soc"]'),
+    "usbctrl": st.sampled_from(['["type=qusb,version=2,ports=4"]', '["version=1"]']),
+    "usbdev": st.sampled_from(['["hostbus=1,hostaddr=2,type=hostdev"]', '["port=2"]']),
     "vga": STR("stdvga", "cirrus", "none", "qxl"), "hdtype": STR("ide", "ahci"),
     "spice": NUM, "nographic": NUM, "xen_platform_pci": NUM, "apic": NUM, "pae": NUM,
     "bootloader": STR("pygrub"), "hap": NUM, "pool": STR("p0"), "seclabel": STR("a:b:c"),

@@ -10,7 +10,10 @@ import re
 
 from .errors import ConfigError
 from .model import (ChannelPty, ChannelSocket, DeviceChannel, DeviceP9,
-                    DevicePvcallsif, DeviceVfb, DeviceVkb, DeviceVtpm)
+                    DevicePvcallsif, DeviceUsbctrl, DeviceUsbdev, DeviceVfb,
+                    DeviceVkb, DeviceVtpm, UsbdevHostdev)
+
+USBCTRL_TYPES = ("auto", "pv", "devicemodel", "qusb")      # libxl_usbctrl_type
 
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
                       r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
@@ -183,3 +186,40 @@ def parse_channel(spec, devid, source=None, warn=None) -> DeviceChannel:
     else:
         chn.u = ChannelPty()
     return chn
+
+
+def parse_usbctrl(spec, devid, source=None) -> DeviceUsbctrl:
+    ctrl = DeviceUsbctrl(devid=devid)
+    for key, value in _pairs(spec, "usbctrl", source):
+        if key == "type":
+            if value.lower() not in USBCTRL_TYPES:
+                raise ConfigError(f"Invalid usb controller type '{value}'", source)
+            ctrl.type = value.lower()
+        elif key == "version":
+            ctrl.version = _atoi(value)
+        elif key == "ports":
+            ctrl.ports = _atoi(value)
+        else:
+            raise ConfigError(f"Unknown string `{key}={value}' in usbctrl spec", source)
+    return ctrl
+
+
+def parse_usbdev(spec, source=None) -> DeviceUsbdev:
+    dev, host = DeviceUsbdev(), UsbdevHostdev()
+    for key, value in _pairs(spec, "usbdev", source):
+        if key == "type":
+            if value.lower() != "hostdev":
+                raise ConfigError(f"Invalid usb device type: {value}", source)
+            dev.type = "hostdev"
+        elif key in ("hostbus", "hostaddr"):
+            setattr(host, key, _strtoul0(value) & 0xff)     # uint8_t fields
+        elif key == "controller":
+            dev.ctrl = _atoi(value)
+        elif key == "port":
+            dev.port = _atoi(value)
+        else:
+            raise ConfigError(f"Unknown string `{key}={value}' in usbdev spec", source)
+    # The C union holds the host address whatever the type; libxl writes it
+    # out only for type=hostdev.
+    dev.u = host if dev.type == "hostdev" else None
+    return dev

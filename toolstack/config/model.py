@@ -428,6 +428,31 @@ class DeviceChannel:
     u: object = F(kind="keyed_union", name="connection")
 
 
+@dataclass
+class DeviceUsbctrl:
+    type: str = F("auto")
+    devid: int = F(-1)
+    version: int = F(0)
+    ports: int = F(0)
+    backend_domid: int = F(0)
+    backend_domname: str | None = F()
+
+
+@dataclass
+class UsbdevHostdev:
+    hostbus: int = F(0)
+    hostaddr: int = F(0)
+
+
+@dataclass
+class DeviceUsbdev:
+    ctrl: int = F(-1)
+    port: int = F(0)
+    # The keyed union: written "type.hostdev" only for that type.
+    type: str = F("invalid", json=False)
+    u: object = F(kind="keyed_union", name="type")
+
+
 # ---- the whole domain ---------------------------------------------------
 
 @dataclass
@@ -444,6 +469,8 @@ class DomainConfig:
     p9s: list = L("structs")
     pvcallsifs: list = L("structs")
     channels: list = L("structs")
+    usbctrls: list = L("structs")
+    usbdevs: list = L("structs")
     on_poweroff: str = F("destroy")
     on_reboot: str = F("destroy")
     on_watchdog: str = F("destroy")

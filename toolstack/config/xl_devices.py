@@ -104,6 +104,9 @@ def devices(ctx: Ctx, d: DomainConfig):
         d.vfbs.append(DEV.parse_vfb(spec, len(d.vfbs), cfg.source))
         d.vkbs.append(DeviceVkb(devid=len(d.vkbs)))   # xl pairs a vkb with each vfb
     each(ctx, "vfb", vfb)
+    each(ctx, "usbctrl", lambda spec, i: d.usbctrls.append(
+        DEV.parse_usbctrl(spec, i, cfg.source)))
+    each(ctx, "usbdev", lambda spec, i: d.usbdevs.append(DEV.parse_usbdev(spec, cfg.source)))
 
 def each(ctx: Ctx, key, parse):
     """Run parse(spec, index) over a list of spec strings; errors get the

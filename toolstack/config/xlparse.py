@@ -42,7 +42,7 @@ GIC_VERSIONS = ("default", "v2", "v3")
 TEE_TYPES = ("none", "optee")
 VUART_TYPES = ("unknown", "sbsa_uart")
 UNSUPPORTED = {
-    "vnuma", "vdispl", "vsnd", "usbctrl", "usbdev", "cpuid", "vif2", "rdm", "ms_vm_genid", "mmio_hole",
+    "vnuma", "vdispl", "vsnd", "cpuid", "vif2", "rdm", "ms_vm_genid", "mmio_hole",
 }
 # Every other key xl's parser reads.
 KNOWN = {
@@ -76,7 +76,7 @@ KNOWN = {
     "xen_platform_pci", "vendor_device", "gic_version", "tee",
     "xend_suspend_evtchn_compat", "msr_relaxed", "viridian", "pci_msitranslate",
     "pci_power_mgmt", "pci_permissive", "pci_seize", "ioports", "irqs", "iomem",
-    "dtdev", "p9", "vtpm", "pvcalls", "channel", "vfb", "vkb",
+    "dtdev", "p9", "vtpm", "pvcalls", "channel", "vfb", "vkb", "usbctrl", "usbdev",
 } | UNSUPPORTED
 
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
