@@ -290,3 +290,49 @@ def test_secondary_vcpu_comes_up_and_runs(dom):
     assert dom.pause_count == 0 and dom.vcpus[1].blocked
     assert call(dom, x.HYPERVISOR_vcpu_op, va.VCPUOP_down, 1, 0) == 0
     assert call(dom, x.HYPERVISOR_vcpu_op, va.VCPUOP_is_up, 1, 0) == 0
+
+
+def test_block_wakes_on_the_timer_not_before(dom):
+    dom.unpause()
+    deadline = time.monotonic_ns() + 20_000_000
+    assert call(dom, x.HYPERVISOR_set_timer_op, deadline) == 0
+    assert call(dom, x.HYPERVISOR_sched_op, s.SCHEDOP_block, 0) == 0
+    assert time.monotonic_ns() >= deadline
+
+
+def test_poll_wakes_on_an_event_and_domain_shows_blocked(dom):
+    import threading
+    dom.unpause()
+    dom.map_shared_info(RAM_PAGES - 1)
+    dom.memory.write_phys(BUF + 64, struct.pack("<I", 70))
+    far = time.monotonic_ns() + 3600 * 10**9
+    dom.memory.write_phys(BUF, s.SCHED_POLL.pack(BUF + 64, 1, far))
+    result = []
+    t = threading.Thread(target=lambda: result.append(call(dom, x.HYPERVISOR_sched_op, s.SCHEDOP_poll, BUF)))
+    t.start()
+    v = dom.vcpus[0]
+    while not v.blocked:
+        time.sleep(0.001)
+    assert v.poll_ports == [70]
+    v.online = True
+    assert dom.state == "blocked"
+    # What an event channel send does: set the port pending, kick the vCPU.
+    pending = ((RAM_PAGES - 1) << 12) + si.SHARED_INFO_EVTCHN_PENDING + 8
+    dom.memory.write_phys(pending, (1 << (70 - 64)).to_bytes(8, "little"))
+    v.kick()
+    t.join()
+    assert result == [0] and not v.blocked
+
+
+def test_shutdown_wakes_a_blocked_vcpu(dom):
+    import threading
+    dom.unpause()
+    dom.memory.write_phys(BUF, s.SCHED_POLL.pack(0, 0, 0))   # no ports, no timeout: forever
+    result = []
+    t = threading.Thread(target=lambda: result.append(call(dom, x.HYPERVISOR_sched_op, s.SCHEDOP_poll, BUF)))
+    t.start()
+    while not dom.vcpus[0].blocked:
+        time.sleep(0.001)
+    dom.shutdown(s.SHUTDOWN_poweroff)
+    t.join()
+    assert result == [0]
