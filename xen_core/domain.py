@@ -197,6 +197,8 @@ class Domain:
         self._release()
 
     def _release(self) -> None:
+        """vCPUs first, then the engine's mappings and the engine, and the
+        memory last: nothing may still point into the memfd mapping."""
         for v in self.vcpus:
             if v is not None:
                 try:
@@ -204,13 +206,15 @@ class Domain:
                 except Exception:
                     log.exception("d%d: closing vcpu %d", self.domid, v.id)
         if self.memory is not None:
-            self.memory.close()
+            self.memory.detach()
         if self.machine is not None:
             try:
                 self.machine.close()
             except Exception:
                 log.exception("d%d: closing machine", self.domid)
             self.machine = None
+        if self.memory is not None:
+            self.memory.close()
 
     # -- pages Xen places ----------------------------------------------------
     def map_shared_info(self, gfn: int) -> None:

@@ -330,11 +330,9 @@ class GuestMemory:
             pos += n
 
     # -- teardown -------------------------------------------------------------
-    def close(self) -> None:
-        """Unmap from the engine (if still attached), then release the memfd."""
+    def detach(self) -> None:
+        """Take every mapping out of the engine (before the engine closes)."""
         with self.lock:
-            if self.closed:
-                return
             if self._machine is not None:
                 for gfn, (count, _) in list(self._slots.items()):
                     try:
@@ -343,6 +341,14 @@ class GuestMemory:
                         pass
                 self._slots.clear()
                 self._machine = None
+
+    def close(self) -> None:
+        """Release the mapping and the memfd (dom0 mappings of it live on
+        until they are unmapped: the fd's pages stay with them)."""
+        with self.lock:
+            if self.closed:
+                return
+            self.detach()
             self.closed = True
             del self._export
             self.mm.close()
