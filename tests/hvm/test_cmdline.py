@@ -390,3 +390,8 @@ def test_example_configs(path, expect):
     i = a.index(expect[0])
     assert a[i:i + 2] == expect
     assert opt(a, "-drive")[0].endswith("if=ide,index=0,media=disk,format=raw,cache=writeback")
+
+
+def test_run_dir_too_long_for_socket():
+    with pytest.raises(DeviceModelError, match="too long for a unix socket"):
+        argv("", run_dir="/" + "r" * 120)

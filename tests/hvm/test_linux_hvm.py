@@ -1,7 +1,8 @@
 """Debian's kernel with the project's busybox initramfs as an HVM guest.
 
 One boot on TCG serves the ordered checks below (marker, disk, pause,
-reset, ACPI power-off), so the whole module costs two kernel boots.  On
+reset, ACPI power-off of the rebooted guest); a second one the console
+and panic checks: three kernel boots in all.  On
 KVM only where the CPU has vmx/svm: this fleet's software KVM backend gets
 no kernel output out of it within minutes.
 """
@@ -97,24 +98,25 @@ def test_pause_unpause(guest):
 
 def test_reboot_reset_event(guest):
     assert guest.wait_for_console(rb"PYXEN-ACPID-OK", 120)
-    start = len(guest.read_console())
     guest.reboot()
-    m = guest.wait_for_console(rb"PYXEN-INIT-OK", BOOT_WAIT, start=start)
-    assert m, guest.read_console()[start:][-2000:]
+    assert _wait(lambda: any(e.kind == "reset" for e in guest.seen), 60)
     resets = [e for e in guest.seen if e.kind == "reset"]
-    assert resets and (resets[0].guest, resets[0].reason) == (False, "host-qmp-system-reset")
+    assert (resets[0].guest, resets[0].reason) == (False, "host-qmp-system-reset")
 
 
-def test_acpi_shutdown_powers_off(guest):
-    start = len(guest.read_console())
-    assert guest.wait_for_console(rb"PYXEN-ACPID-OK", 120, start=0)
-    assert guest.shutdown(timeout=120) is True           # the guest did it
+def test_acpi_shutdown_retried_through_firmware(guest):
+    """Pressed right after the reset, while SeaBIOS and then the kernel run
+    (presses lost until the guest's acpid is up): the retries get through
+    and the rebooted guest powers itself off."""
+    assert guest.shutdown(timeout=BOOT_WAIT) is True
     assert guest.wait(30) == 0
+    log = guest.read_console()
+    assert log.count(b"PYXEN-INIT-OK") == 2, log[-2000:]   # the second boot
+    assert b"Power down" in log.split(b"PYXEN-INIT-OK")[-1]
     shut = [e for e in guest.seen if e.kind == "shutdown"]
     assert (shut[-1].guest, shut[-1].reason) == (True, "guest-shutdown")
     assert guest.seen[-1].kind == "exited"
     assert guest.status() == "s"
-    assert b"Power down" in guest.read_console()[start:]
 
 
 class Console:

@@ -333,6 +333,9 @@ def qemu_argv(cfg, *, domid, run_dir, accel="tcg", privileged=False,
     warnings, taps = [], []
     qmp_path = os.path.join(run_dir, f"qmp-libxl-{domid}")
     aux_path = os.path.join(run_dir, f"qmp-libxenstat-{domid}")
+    if len(aux_path.encode()) > 107:        # sockaddr_un.sun_path
+        raise DeviceModelError(f"run directory {run_dir} too long for a "
+                               f"unix socket path")
     # QEMU serves one client per monitor: libxl's two (its own, and one for
     # libxenstat); the second lets other xl processes query and command.
     argv = [qemu, "-no-user-config", "-nodefaults",
