@@ -136,6 +136,27 @@ def test_second_monitor_for_other_xl_processes(launch):
     assert vcpu_cpu_time(dm.pid) is None
 
 
+def test_callback_cannot_deadlock_the_controller(tmp_path):
+    spec = qemu_argv(cfg(IDLE), domid=1, run_dir=str(tmp_path))
+    errors = []
+
+    def cb(ev):
+        try:
+            dm.status()
+        except DeviceModelError as e:
+            errors.append(str(e))
+
+    dm = DeviceModel(spec, domid=1, on_event=cb)
+    try:
+        dm.start()
+        dm.pause()
+        assert wait_until(lambda: len(errors) >= 2, 30)    # resume, stop
+        assert "own event callback" in errors[0]
+        assert dm.status() == "p"
+    finally:
+        dm.close()
+
+
 def test_created_paused(launch):
     dm = launch(IDLE, paused=True)
     assert dm.status() == "p"

@@ -205,6 +205,10 @@ class DeviceModel:
         if self._loop is None:
             coro.close()
             raise DeviceModelError("device model not started")
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise DeviceModelError("a DeviceModel cannot be driven from its own "
+                                   "event callback: hand the event to another thread")
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return fut.result(timeout)
