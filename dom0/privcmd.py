@@ -125,6 +125,9 @@ class Privcmd:
     def hello(self) -> dict:
         return self._call("hello")
 
+    def physinfo(self) -> dict:
+        return self._call("physinfo")
+
     def domain_create(self, max_memory: int, max_vcpus: int = 1, hvm: bool = False,
                       domid: int | None = None, handle: bytes | None = None) -> int:
         args = dict(max_memory=max_memory, max_vcpus=max_vcpus, flags=["hvm" if hvm else "pvh"])

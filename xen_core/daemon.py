@@ -20,6 +20,7 @@ import sys
 import threading
 
 from .abi import privif
+from .abi import version
 from .abi import xen as xenabi
 from .abi.layout import PAGE_SHIFT
 from .accel.base import BootState, CpuMode
@@ -216,6 +217,21 @@ class Connection:
 
     def op_hello(self, body):
         return {"protocol": 1, "accel": self.core.accel.name, "pid": os.getpid()}, ()
+
+    def op_physinfo(self, body):
+        """The host as `xl info` reports it (XEN_SYSCTL_physinfo + version)."""
+        meminfo = {}
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, value = line.split(":", 1)
+                meminfo[key] = int(value.split()[0]) * 1024
+        return {"nr_cpus": os.cpu_count(), "total_memory": meminfo.get("MemTotal", 0),
+                "free_memory": meminfo.get("MemAvailable", 0),
+                "xen_version": (version.VERSION >> 16, version.VERSION & 0xFFFF),
+                "xen_extra": version.EXTRAVERSION.decode(),
+                "xen_caps": version.CAPABILITIES.decode(),
+                "accel": self.core.accel.name,
+                "tsc_khz": self.core.tsc_hz // 1000}, ()
 
     def op_domain_create(self, body):
         flags = body.get("flags", ["pvh"])

@@ -299,6 +299,7 @@ class Domain:
                 "max_vcpus": self.max_vcpus,
                 "online_vcpus": len(self.online_vcpus()),
                 "cpu_time_ns": sum(v.cpu_time_ns() for v in vcpus),
+                "vcpus": [v.info() for v in vcpus],
                 "tot_pages": self.memory.tot_pages if self.memory else 0,
                 "max_pages": self.max_pages,
                 "handle": self.handle.hex(),

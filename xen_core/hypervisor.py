@@ -24,7 +24,8 @@ class Hypervisor:
         self.lock = threading.Lock()
         self.domains: dict[int, Domain] = {}
         self.timers = TimerService()
-        self.time_scale = time_scale(tsc_hz())
+        self.tsc_hz = tsc_hz()
+        self.time_scale = time_scale(self.tsc_hz)
         self._next_domid = 1
         self._subscribers: list[Callable[[dict], None]] = []
         self._console_subscribers: dict[int, list[Callable[[int, bytes], None]]] = {}

@@ -77,6 +77,13 @@ class VCPU:
     def cpu_time_ns(self) -> int:
         return self.runstate_snapshot()[2][vabi.RUNSTATE_running]
 
+    def info(self) -> dict:
+        """What `xl vcpu-list` shows: online, running/blocked, CPU time."""
+        state, _, times = self.runstate_snapshot()
+        return {"vcpu": self.id, "online": self.online, "blocked": state == vabi.RUNSTATE_blocked,
+                "running": state == vabi.RUNSTATE_running,
+                "cpu_time_ns": times[vabi.RUNSTATE_running]}
+
     # -- the thread ----------------------------------------------------------
     def start(self) -> None:
         self.thread = threading.Thread(target=self._main, daemon=True,

@@ -155,7 +155,14 @@ def test_no_leaks_after_destroy(emu_core, pc, events):
     assert settled(baseline), (counts(), baseline)
 
 
-def test_dom0_and_listing(pc):
+def test_dom0_listing_and_physinfo(pc):
+    info = pc.physinfo()
+    assert info["nr_cpus"] >= 1 and info["total_memory"] > 0 and info["xen_version"] == [4, 17]
+    d = start_guest(pc, "spin")
+    pc.domain_unpause(d)
+    vcpus = pc.domain_info(d)["vcpus"]
+    assert [v["vcpu"] for v in vcpus] == [0] and vcpus[0]["online"]
+    pc.domain_destroy(d)
     doms = {d["domid"]: d for d in pc.domain_list()}
     assert doms[0]["privileged"] and doms[0]["state"] == "running"
     with pytest.raises(XenError) as e:

@@ -27,7 +27,7 @@ SOCKET_NAME = "privcmd.sock"
 
 # Operations the daemon serves (later layers add evtchn_* and gnttab_*).
 OPS = (
-    "hello", "domain_create", "domain_destroy", "domain_pause", "domain_unpause",
+    "hello", "physinfo", "domain_create", "domain_destroy", "domain_pause", "domain_unpause",
     "domain_info", "domain_list", "domain_shutdown", "populate_physmap", "set_memory_map",
     "foreign_map", "vcpu_setcontext", "hvm_param_get", "hvm_param_set",
     "console_read", "console_write_input", "subscribe_dom_exc", "subscribe_console",
