@@ -29,14 +29,17 @@ MAX_SOCKET_BACKLOG = 16 << 20
 
 
 class XenStoreServer:
-    def __init__(self, store, attacher=None):
+    """Both transports over one Store.  ``loop`` needs only add_reader /
+    remove_reader / add_writer / remove_writer (asyncio's loop by default)."""
+
+    def __init__(self, store, attacher=None, loop=None):
         self.store = store
         self.attacher = attacher
         self.handler = RequestHandler(store, self._introduce, self._release)
         self.transports: dict[int, object] = {}     # engine conn id -> transport
         self.rings: dict[int, "RingConnection"] = {}
         self.listeners: list = []
-        self.loop = None
+        self.loop = loop
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     # ---- request path shared by both transports ---------------------------
@@ -104,7 +107,8 @@ class XenStoreServer:
         callbacks on raw non-blocking sockets: about twice the request rate
         of asyncio's Protocol/Transport layer for this one-small-message
         request/reply traffic."""
-        self.loop = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
         if os.path.lexists(path):
             os.unlink(path)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -305,7 +309,7 @@ class RingConnection:
 
     def _watch_source(self):
         if isinstance(self.source, int):
-            self.loop = asyncio.get_running_loop()
+            self.loop = self.server.loop or asyncio.get_running_loop()
             self.loop.add_reader(self.source, self._kicked)
         else:
             self.source(self.kick)
