@@ -26,7 +26,7 @@ from .abi.layout import PAGE_SHIFT
 from .accel.base import BootState, CpuMode
 from .domain import XenError
 from .hypercalls import hvm as hvm_calls
-from .memory import GuestFault
+from .memory import EngineMapError, GuestFault
 
 log = logging.getLogger("xen-core")
 
@@ -192,7 +192,7 @@ class Connection:
         except XenError as e:
             self.send(privif.reply_error(req_id, e.errno, xenabi.errno_name(e.errno), str(e)))
             return
-        except (BadRequest, GuestFault) as e:
+        except (BadRequest, GuestFault, EngineMapError) as e:
             self.send(privif.reply_error(req_id, xenabi.EINVAL, "EINVAL", str(e)))
             return
         except Exception as e:  # a bug of ours: report it, keep serving

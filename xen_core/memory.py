@@ -38,6 +38,10 @@ PTE_PS = 1 << 7
 PTE_ADDR_MASK = 0x000F_FFFF_FFFF_F000
 
 
+class EngineMapError(ValueError):
+    """The engine cannot map a guest-physical range (one it reserves)."""
+
+
 class GuestFault(Exception):
     """A guest address that does not resolve: the hypercall answers -EFAULT."""
 
@@ -154,7 +158,7 @@ class GuestMemory:
         with self.lock:
             if self._populate_contiguous(gfns):
                 return len(gfns)
-            done = 0
+            added = []
             for gfn in gfns:
                 if gfn in self.p2m:
                     continue
@@ -163,10 +167,16 @@ class GuestMemory:
                     break
                 self.p2m[gfn] = frame
                 self.tot_pages += 1
-                done += 1
+                added.append(gfn)
             if gfns:
-                self._resync(min(gfns), max(gfns) + 1)
-            return done
+                try:
+                    self._resync(min(gfns), max(gfns) + 1)
+                except Exception as e:  # the engine refused a range: undo, keep the old map
+                    for gfn in added:
+                        self._release(self.p2m.pop(gfn))
+                    self._resync(min(gfns), max(gfns) + 1)
+                    raise EngineMapError(f"engine refused gfns {min(gfns):#x}..{max(gfns):#x}: {e}") from e
+            return len(added)
 
     def _populate_contiguous(self, gfns: list[int]) -> bool:
         """The builder's case: a fresh run of gfns onto fresh frames, one
@@ -182,13 +192,16 @@ class GuestMemory:
         if any(g < lo + n and g + c > lo for g, (c, _) in self._slots.items()):
             return False
         frame = self._next_ram
+        if self._machine is not None:
+            try:
+                self._machine.map_memory(lo << PAGE_SHIFT, n << PAGE_SHIFT,
+                                         self.host_base + (frame << PAGE_SHIFT))
+            except Exception as e:
+                raise EngineMapError(f"engine refused gfns {lo:#x}..{lo + n - 1:#x}: {e}") from e
+            self._slots[lo] = (n, frame)
         self._next_ram += n
         self.p2m.update(zip(gfns, range(frame, frame + n)))
         self.tot_pages += n
-        if self._machine is not None:
-            self._machine.map_memory(lo << PAGE_SHIFT, n << PAGE_SHIFT,
-                                     self.host_base + (frame << PAGE_SHIFT))
-            self._slots[lo] = (n, frame)
         return True
 
     def remove(self, gfn: int) -> bool:
@@ -221,7 +234,12 @@ class GuestMemory:
                 del self.p2m[gfn]
                 self._release(old)
             self.p2m[gfn] = frame
-            self._resync(gfn, gfn + 1)
+            try:
+                self._resync(gfn, gfn + 1)
+            except Exception as e:
+                del self.p2m[gfn]
+                self._resync(gfn, gfn + 1)
+                raise EngineMapError(f"engine refused gfn {gfn:#x}: {e}") from e
 
     def frame_of(self, gfn: int) -> int:
         frame = self.p2m.get(gfn)

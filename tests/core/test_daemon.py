@@ -186,6 +186,9 @@ def test_errors_are_xen_errnos(pc):
     d = pc.domain_create(max_memory=1 << 20)
     try:
         assert errno_of(pc.populate_physmap, d, [(0, 257)])[0] == x.ENOMEM
+        # The software CPU keeps the page at 0xfffff000 for itself: refused, nothing kept.
+        assert errno_of(pc.populate_physmap, d, [(0xFFFFF, 1)])[0] == x.EINVAL
+        assert pc.domain_info(d)["tot_pages"] == 0
         assert pc.populate_physmap(d, [(0, 256)]) == 256
         assert errno_of(pc.vcpu_setcontext, d, 0, {"mode": "real16", "rip": 0})[0] == x.EINVAL
         assert errno_of(pc.vcpu_setcontext, d, 5, {"mode": "flat32", "rip": 0})[0] == x.EINVAL

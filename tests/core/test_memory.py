@@ -177,3 +177,28 @@ def test_close_releases_the_memfd(mem):
         os.fstat(fd)
     with pytest.raises(GuestFault):
         mem.read_phys(0, 1)
+
+
+class RefusingMachine(RecordingMachine):
+    """An engine that reserves one page (as the software CPU does)."""
+
+    RESERVED = 40 * PAGE
+
+    def map_memory(self, gpa, size, host):
+        if gpa <= self.RESERVED < gpa + size:
+            raise ValueError("engine page")
+        super().map_memory(gpa, size, host)
+
+
+def test_engine_refusal_rolls_the_p2m_back(mem):
+    from xen_core.memory import EngineMapError
+    machine = RefusingMachine()
+    mem.attach(machine)
+    mem.populate(range(8))
+    with pytest.raises(EngineMapError):
+        mem.populate(range(36, 44))          # contiguous fast path
+    with pytest.raises(EngineMapError):
+        mem.populate([39, 40, 50])           # general path
+    assert sorted(mem.p2m) == list(range(8)) and mem.tot_pages == 8
+    assert machine.regions == {0: (8 * PAGE, mem.host_base)}
+    assert mem.populate([39, 41]) == 2       # around the reserved page is fine

@@ -6,7 +6,7 @@ import logging
 
 from ..abi import xen as x
 from ..domain import XenError
-from ..memory import GuestFault
+from ..memory import EngineMapError, GuestFault
 from . import console, hvm, memory, sched, timer, vcpu, version
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,9 @@ def dispatch(v, nr: int, args: tuple) -> int:
         return -x.EFAULT
     except XenError as e:
         return -e.errno
+    except EngineMapError as e:   # a gfn the engine reserves
+        v.domain.log_once(f"engine-map {nr}", str(e))
+        return -x.EINVAL
     except Exception:
         # A bug of ours: the guest gets an error, the core and the domain live on.
         log.exception("d%d: hypercall %d%r failed", v.domain.domid, nr, tuple(args))
