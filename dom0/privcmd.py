@@ -149,6 +149,9 @@ class Privcmd:
     def domain_shutdown(self, domid: int, reason: int) -> None:
         self._call("domain_shutdown", domid=domid, reason=reason)
 
+    def domain_set_max_mem(self, domid: int, max_memory: int) -> None:
+        self._call("domain_set_max_mem", domid=domid, max_memory=max_memory)
+
     def domain_info(self, domid: int) -> dict:
         return self._call("domain_info", domid=domid)
 

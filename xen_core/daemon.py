@@ -12,6 +12,7 @@ import argparse
 import array
 import base64
 import collections
+import functools
 import logging
 import os
 import signal
@@ -42,6 +43,20 @@ def default_run_dir() -> str:
         return "/run/pyxen"
     base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/pyxen-{os.getuid()}"
     return os.path.join(base, "pyxen")
+
+
+# op name -> handler(connection, body) -> (result dict, fds to send). A handler
+# may append cleanups to connection.cancels (run when the client goes away)
+# and use connection.core, connection.post_event.
+EXTRA_OPS: dict = {}
+
+
+def register_op(name: str, handler) -> None:
+    """Serve `name` with `handler`: how event channels and grant tables add
+    their dom0 handles (evtchn_*, gnttab_*) to the privileged interface."""
+    if name in privif.OPS:
+        raise ValueError(f"{name} is a core operation")
+    EXTRA_OPS[name] = handler
 
 
 class BadRequest(Exception):
@@ -170,7 +185,10 @@ class Connection:
 
     def close(self) -> None:
         for cancel in self.cancels:
-            cancel()
+            try:
+                cancel()
+            except Exception:   # one layer's cleanup failing must not skip the others
+                log.exception("connection cleanup failed")
         with self.events_cond:
             self.closed = True
             self.events_cond.notify_all()
@@ -184,7 +202,10 @@ class Connection:
     def handle(self, body: dict) -> None:
         req_id = body.get("id")
         op = body.get("op")
-        fn = getattr(self, f"op_{op}", None) if op in privif.OPS else None
+        if op in EXTRA_OPS:
+            fn = functools.partial(EXTRA_OPS[op], self)
+        else:
+            fn = getattr(self, f"op_{op}", None) if op in privif.OPS else None
         try:
             if fn is None:
                 raise XenError(xenabi.ENOSYS, f"unknown operation {op!r}")
@@ -266,6 +287,18 @@ class Connection:
     def op_domain_shutdown(self, body):
         d = self._domu(body)
         d.shutdown(_int(body, "reason", hi=256))
+        return {}, ()
+
+    def op_domain_set_max_mem(self, body):
+        """XEN_DOMCTL_max_mem: the ceiling for populate (below tot_pages is
+        allowed, as on Xen: it only stops growth). The memfd holds at most the
+        RAM sized at creation."""
+        d = self._domu(body)
+        pages = (_int(body, "max_memory") + 4095) >> PAGE_SHIFT
+        if pages > d.memory.ram_frames:
+            raise XenError(xenabi.ENOMEM, f"{pages} pages over the {d.memory.ram_frames} "
+                                          "this domain was created with")
+        d.max_pages = pages
         return {}, ()
 
     def op_domain_info(self, body):

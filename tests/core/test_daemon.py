@@ -189,6 +189,11 @@ def test_errors_are_xen_errnos(pc):
         # The software CPU keeps the page at 0xfffff000 for itself: refused, nothing kept.
         assert errno_of(pc.populate_physmap, d, [(0xFFFFF, 1)])[0] == x.EINVAL
         assert pc.domain_info(d)["tot_pages"] == 0
+        pc.domain_set_max_mem(d, 64 << 10)
+        assert errno_of(pc.populate_physmap, d, [(0, 17)])[0] == x.ENOMEM
+        assert errno_of(pc.domain_set_max_mem, d, 2 << 20)[0] == x.ENOMEM
+        pc.domain_set_max_mem(d, 1 << 20)
+        assert pc.domain_info(d)["max_pages"] == 256
         assert pc.populate_physmap(d, [(0, 256)]) == 256
         assert errno_of(pc.vcpu_setcontext, d, 0, {"mode": "real16", "rip": 0})[0] == x.EINVAL
         assert errno_of(pc.vcpu_setcontext, d, 5, {"mode": "flat32", "rip": 0})[0] == x.EINVAL

@@ -25,11 +25,14 @@ MAX_FRAME = 4 << 20      # a reply listing many gfns stays well below
 MAX_FDS_PER_FRAME = 16
 SOCKET_NAME = "privcmd.sock"
 
-# Operations the daemon serves (later layers add evtchn_* and gnttab_*).
+# Operations of the core itself; later layers (evtchn_*, gnttab_*) register
+# theirs with `xen_core.daemon.register_op`.
 OPS = (
-    "hello", "physinfo", "domain_create", "domain_destroy", "domain_pause", "domain_unpause",
-    "domain_info", "domain_list", "domain_shutdown", "populate_physmap", "set_memory_map",
-    "foreign_map", "vcpu_setcontext", "hvm_param_get", "hvm_param_set",
+    "hello", "physinfo",
+    "domain_create", "domain_destroy", "domain_pause", "domain_unpause", "domain_shutdown",
+    "domain_info", "domain_list", "domain_set_max_mem",
+    "populate_physmap", "set_memory_map", "foreign_map", "vcpu_setcontext",
+    "hvm_param_get", "hvm_param_set",
     "console_read", "console_write_input", "subscribe_dom_exc", "subscribe_console",
 )
 
