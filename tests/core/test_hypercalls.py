@@ -254,6 +254,11 @@ def test_set_timer_op_fires(dom):
     assert v.timer.armed
     assert call(dom, x.HYPERVISOR_set_timer_op, 0) == 0
     assert not v.timer.armed
+    # Wrapped or absurd deadlines fire in 100 ms, as Xen's guard does.
+    now = time.monotonic_ns()
+    for huge in ((1 << 64) - 5, now + (1 << 51)):
+        assert call(dom, x.HYPERVISOR_set_timer_op, huge) == 0
+        assert now + 100_000_000 <= v.timer.deadline <= time.monotonic_ns() + 100_000_000
     # A time in the past fires at once: a block right after returns.
     dom.unpause()
     assert call(dom, x.HYPERVISOR_set_timer_op, 1) == 0

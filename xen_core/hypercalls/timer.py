@@ -3,24 +3,21 @@ from __future__ import annotations
 
 from ..time import system_time_ns
 
-
-def arm(v, timeout: int) -> None:
-    """Arm v's singleshot timer; a time already past fires it at once, as
-    Xen does, and so does a deadline absurdly far ahead (2^50 ns)."""
-    now = system_time_ns()
-    if timeout - now > 1 << 50:
-        timeout = now
-    v.timer.set(timeout)
+# Xen's guard against wrapped deadlines: a negative one, or one more than
+# 2^50 ns (about 13 days) ahead, fires in 100 ms instead.
+HUGE_TIMEOUT_NS = 1 << 50
+HUGE_TIMEOUT_FALLBACK_NS = 100_000_000
 
 
 def do_set_timer_op(cur, timeout, *_):
-    v = cur
-    with v.domain.lock:
-        v.timer_pending = False
+    with cur.domain.lock:
+        cur.timer_pending = False
     if timeout == 0:
-        v.timer.stop()
-    elif timeout & (1 << 63):  # negative s_time_t
-        v.timer.set(system_time_ns())
-    else:
-        arm(v, timeout)
+        cur.timer.stop()
+        return 0
+    now = system_time_ns()
+    if timeout & (1 << 63) or timeout - now >= HUGE_TIMEOUT_NS:
+        cur.domain.log_once("huge timeout", f"huge timeout set: {timeout:#x}")
+        timeout = now + HUGE_TIMEOUT_FALLBACK_NS
+    cur.timer.set(timeout)   # a deadline already past fires at once
     return 0

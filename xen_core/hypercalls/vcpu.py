@@ -9,7 +9,6 @@ from ..accel.base import BootState, CpuMode
 from ..memory import GuestFault
 from ..time import system_time_ns
 from .call import s32
-from .timer import arm
 
 
 def boot_state_from_hvm_context(raw: bytes) -> BootState:
@@ -104,7 +103,7 @@ def do_vcpu_op(cur, cmd, vcpuid, arg, *_):
             return -x.ETIME
         with d.lock:
             v.timer_pending = False
-        arm(v, timeout)
+        v.timer.set(timeout)   # in the past: fires at once
         return 0
     if cmd == va.VCPUOP_stop_singleshot_timer:
         if v is not cur:
