@@ -135,6 +135,12 @@ def test_poll_arguments(dom):
     dom.memory.write_phys(BUF + 64, struct.pack("<I", 5))
     dom.memory.write_phys(BUF, s.SCHED_POLL.pack(BUF + 64, 1, 0))
     assert call(dom, x.HYPERVISOR_sched_op, s.SCHEDOP_poll, BUF) == 0
+    # An upcall pending and unmasked: returns at once, whatever the ports.
+    dom.memory.write_phys(BUF + 64, struct.pack("<I", 6))
+    dom.memory.write_phys(BUF, s.SCHED_POLL.pack(BUF + 64, 1, 0))
+    dom.vcpus[0].set_vcpu_info_byte(si.VCPU_INFO_UPCALL_PENDING, 1)
+    assert call(dom, x.HYPERVISOR_sched_op, s.SCHEDOP_poll, BUF) == 0
+    dom.vcpus[0].set_vcpu_info_byte(si.VCPU_INFO_UPCALL_PENDING, 0)
     # No ports and a timeout already past: returns.
     dom.memory.write_phys(BUF, s.SCHED_POLL.pack(0, 0, 1))
     assert call(dom, x.HYPERVISOR_sched_op, s.SCHEDOP_poll, BUF) == 0
@@ -201,6 +207,7 @@ def test_reservations_and_memory_map(dom):
     # memory_map: -ENOSYS until the toolstack sets one, then the entries.
     dom.memory.write_phys(BUF, m.MEMORY_MAP.pack(8, BUF + 64))
     assert call(dom, x.HYPERVISOR_memory_op, m.XENMEM_memory_map, BUF) == -x.ENOSYS
+    assert call(dom, x.HYPERVISOR_memory_op, m.XENMEM_memory_map, HOLE) == -x.ENOSYS
     dom.e820 = [(0, RAM_PAGES * PAGE, 1), (0xFEFF8000, 0x8000, 2)]
     assert call(dom, x.HYPERVISOR_memory_op, m.XENMEM_memory_map, BUF) == 0
     assert m.MEMORY_MAP.unpack(rd(dom, BUF, 16))[0] == 2

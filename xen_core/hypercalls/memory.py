@@ -26,10 +26,10 @@ def _add_to_physmap(cur, arg) -> int:
 
 
 def _memory_map(cur, arg) -> int:
-    nr_entries, buffer = m.MEMORY_MAP.unpack(cur.copy_from(arg, m.MEMORY_MAP.size))
     e820 = cur.domain.e820
     if not e820:
-        return -x.ENOSYS   # the toolstack set none (XENMEM_set_memory_map)
+        return -x.ENOSYS   # the toolstack set none; Xen checks before the copy
+    nr_entries, buffer = m.MEMORY_MAP.unpack(cur.copy_from(arg, m.MEMORY_MAP.size))
     n = min(nr_entries, len(e820))
     cur.copy_to(buffer, b"".join(m.E820_ENTRY.pack(*e) for e in e820[:n]))
     cur.copy_to(arg, m.MEMORY_MAP.pack(n, buffer))

@@ -35,6 +35,8 @@ def _poll(cur, arg) -> int:
     ports_gva, nr_ports, timeout = s.SCHED_POLL.unpack(cur.copy_from(arg, s.SCHED_POLL.size))
     if nr_ports > s.SCHED_POLL_MAX_PORTS:
         return -x.EINVAL
+    if v.vcpu_info_byte(si.VCPU_INFO_UPCALL_PENDING) and not v.vcpu_info_byte(si.VCPU_INFO_UPCALL_MASK):
+        return 0   # an event would be delivered now (Xen's local_events_need_delivery)
     raw = cur.copy_from(ports_gva, 4 * nr_ports) if nr_ports else b""
     ports = list(struct.unpack(f"<{nr_ports}I", raw))
     for port in ports:
