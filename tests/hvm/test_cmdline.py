@@ -395,3 +395,28 @@ def test_example_configs(path, expect):
 def test_run_dir_too_long_for_socket():
     with pytest.raises(DeviceModelError, match="too long for a unix socket"):
         argv("", run_dir="/" + "r" * 120)
+
+
+def test_device_model_override_is_the_binary():
+    assert argv('device_model_override = "/opt/qemu/bin/qemu-system-x86_64"')[0] == \
+        "/opt/qemu/bin/qemu-system-x86_64"
+
+
+@pytest.mark.parametrize("text,msg", [
+    ('device_model_version = "qemu-xen-traditional"', "qemu-xen-traditional"),
+    ("device_model_stubdomain_override = 1", "stub domains"),
+    ("spice = 1\nspiceport = 6000\nspicedisable_ticketing = 1", "spice"),
+    ("pci = [ '0000:01:00.0' ]", "PCI passthrough"),
+    ('soundhw = "gus"', "soundhw 'gus' not supported"),
+])
+def test_unsupported_is_a_clear_error(text, msg):
+    with pytest.raises(DeviceModelError, match=msg):
+        argv(text)
+
+
+def test_soundhw():
+    a = argv('soundhw = "hda"')
+    assert opt(a, "-audiodev") == ["none,id=snd0"]
+    assert ["intel-hda", "hda-duplex,audiodev=snd0"] == [
+        d for d in opt(a, "-device") if "hda" in d]
+    assert "AC97,audiodev=snd0" in opt(argv('soundhw = "ac97"'), "-device")

@@ -251,6 +251,7 @@ def test_every_xl_option_accepted_by_qemu(launch, tmp_path):
         usb = 1
         usbdevice = "tablet"
         localtime = 1
+        soundhw = "hda"
         acpi = 1
         boot = "dc"
         serial = [ "pty", "null" ]

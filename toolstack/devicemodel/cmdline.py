@@ -315,8 +315,43 @@ def _rtc_args(b, now):
     return ["-rtc", "base=" + time.strftime("%Y-%m-%dT%H:%M:%S", st)]
 
 
+# soundhw names (QEMU's -soundhw, which libxl passes, is gone since QEMU
+# 7.1) -> the devices it created, on a silent audio backend.
+SOUND_DEVICES = {"ac97": ["AC97,audiodev=snd0"], "es1370": ["ES1370,audiodev=snd0"],
+                 "sb16": ["sb16,audiodev=snd0"],
+                 "hda": ["intel-hda", "hda-duplex,audiodev=snd0"]}
+
+
+def _sound_args(h):
+    if not h.soundhw:
+        return []
+    if h.soundhw not in SOUND_DEVICES:
+        raise DeviceModelError(f"soundhw {h.soundhw!r} not supported "
+                               f"(one of {', '.join(SOUND_DEVICES)})")
+    args = ["-audiodev", "none,id=snd0"]
+    for dev in SOUND_DEVICES[h.soundhw]:
+        args += ["-device", dev]
+    return args
+
+
+def _unsupported(cfg):
+    """What this device model cannot do: one clear line each."""
+    b, h = cfg.b_info, cfg.b_info.u
+    if b.device_model_version == "qemu_xen_traditional":
+        raise DeviceModelError("device_model_version=qemu-xen-traditional is not "
+                               "supported (only qemu-xen)")
+    if b.device_model_stubdomain:
+        raise DeviceModelError("device model stub domains are not supported")
+    if h.spice.enable:
+        raise DeviceModelError("spice is not supported by this device model")
+    if cfg.pcidevs:
+        raise DeviceModelError("PCI passthrough is not supported by this device model")
+    if h.gfx_passthru:
+        raise DeviceModelError("gfx_passthru is not supported by this device model")
+
+
 def qemu_argv(cfg, *, domid, run_dir, accel="tcg", privileged=False,
-              start_paused=True, now=None, qemu="qemu-system-x86_64"):
+              start_paused=True, now=None, qemu=None):
     """The device model command for HVM domain `domid` (a DeviceModelSpec).
 
     accel: "kvm" or "tcg" (the caller decides; see devicemodel.accel).
@@ -328,7 +363,10 @@ def qemu_argv(cfg, *, domid, run_dir, accel="tcg", privileged=False,
         raise DeviceModelError(f"a {cfg.c_info.type} domain has no QEMU device model here")
     if accel not in ("kvm", "tcg"):
         raise DeviceModelError(f"unknown accelerator {accel!r} (kvm or tcg)")
+    _unsupported(cfg)
     b, h = cfg.b_info, cfg.b_info.u
+    # device_model_override names the binary, as for libxl
+    qemu = qemu or b.device_model or "qemu-system-x86_64"
     now = time.time() if now is None else now
     warnings, taps = [], []
     qmp_path = os.path.join(run_dir, f"qmp-libxl-{domid}")
@@ -369,6 +407,7 @@ def qemu_argv(cfg, *, domid, run_dir, accel="tcg", privileged=False,
     argv += vga
     argv += ["-boot", f"order={h.boot or 'cd'}"]
     argv += _usb_args(h)
+    argv += _sound_args(h)
     acpi = b.acpi is not False and h.acpi is not False
     if not acpi:
         argv.append("-no-acpi")
