@@ -277,6 +277,14 @@ class Domain:
         if hook is not None:
             hook(self, vcpu, virq)
 
+    def send_upcall(self, vcpu: VCPU) -> None:
+        """An event is pending for `vcpu` (vcpu_info.evtchn_upcall_pending):
+        event channels inject the callback vector here; the vCPU is woken."""
+        hook = getattr(self.core, "upcall_hook", None)
+        if hook is not None:
+            hook(self, vcpu)
+        vcpu.kick()
+
     def log_once(self, key: str, message: str) -> None:
         with self.lock:
             if key in self._logged:

@@ -29,7 +29,8 @@ class Hypervisor:
         self._next_domid = 1
         self._subscribers: list[Callable[[dict], None]] = []
         self._console_subscribers: dict[int, list[Callable[[int, bytes], None]]] = {}
-        self.virq_hook = None   # event channels install their VIRQ delivery here
+        self.virq_hook = None     # event channels install their VIRQ delivery here
+        self.upcall_hook = None   # ... and the callback-vector injection here
         self.domains[0] = Domain(self, 0, privileged=True)
         self.domains[0].pause_count = 0
 

@@ -233,6 +233,9 @@ def test_vcpu_op(dom):
     assert call(dom, vcpu_op, va.VCPUOP_register_vcpu_info, 0, BUF) == 0
     assert call(dom, vcpu_op, va.VCPUOP_register_vcpu_info, 0, BUF) == -x.EINVAL  # only once
     assert si.VCPU_TIME_INFO.unpack(rd(dom, 20 * PAGE + 64 + 32, 32))[4] == dom.core.time_scale[0]
+    assert rd(dom, 20 * PAGE + 64, 1) == b"\x01"                   # all marked pending
+    assert rd(dom, 20 * PAGE + 64 + 8, 8) == b"\xff" * 8
+    dom.vcpus[0].kicked = False
     dom.memory.write_phys(BUF, va.SET_SINGLESHOT_TIMER.pack(1, va.VCPU_SSHOTTMR_future))
     assert call(dom, vcpu_op, va.VCPUOP_set_singleshot_timer, 0, BUF) == -x.ETIME
     assert call(dom, vcpu_op, va.VCPUOP_set_singleshot_timer, 1, BUF) == -x.EINVAL  # not current

@@ -36,6 +36,8 @@ def _register_vcpu_info(cur, v, arg) -> int:
         return -x.EINVAL
     if v.vcpu_info_gpa is not None:
         return -x.EINVAL   # Xen allows one registration per vCPU
+    if v is not cur and v.online:
+        return -x.EINVAL   # on yourself, or on a vCPU that is down
     mem = cur.domain.memory
     try:
         mem.frame_of(mfn)
@@ -46,7 +48,12 @@ def _register_vcpu_info(cur, v, arg) -> int:
     current = mem.read_phys(old, si.VCPU_INFO_SIZE) if old is not None else bytes(si.VCPU_INFO_SIZE)
     mem.write_phys(gpa, current)   # Xen carries the old contents over
     v.vcpu_info_gpa = gpa
+    # Xen marks everything pending so no event is lost across the move (the
+    # guest sees one spurious upcall).
+    mem.write_phys(gpa + si.VCPU_INFO_UPCALL_PENDING, b"\x01")
+    mem.write_phys(gpa + si.VCPU_INFO_PENDING_SEL, (2**64 - 1).to_bytes(8, "little"))
     v.update_time()
+    cur.domain.send_upcall(v)
     return 0
 
 
