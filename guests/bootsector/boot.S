@@ -4,10 +4,14 @@
  * through the ACPI PM1a control register (QEMU's PIIX4 PM block, which
  * SeaBIOS places at 0x600; SLP_TYP of _S5 is 0 there, so SLP_EN alone),
  * then halts if that did not work.
+ * Built with -DPANIC it reports a guest crash instead, through QEMU's
+ * pvpanic ISA device (port 0x505, bit 0 = PVPANIC_PANICKED).
  */
 #define COM1            0x3f8
 #define PM1A_CNT        0x604
 #define SLP_EN          0x2000
+#define PVPANIC_PORT    0x505
+#define PVPANIC_PANICKED 1
 
         .code16
         .section .text
@@ -51,13 +55,24 @@ _start:
         outb    %al, %dx
         jmp     1b
 
-2:      movw    $PM1A_CNT, %dx
+2:
+#ifdef PANIC
+        movw    $PVPANIC_PORT, %dx
+        movb    $PVPANIC_PANICKED, %al
+        outb    %al, %dx
+#else
+        movw    $PM1A_CNT, %dx
         movw    $SLP_EN, %ax
         outw    %ax, %dx
+#endif
 4:      hlt
         jmp     4b
 
+#ifdef PANIC
+msg:    .asciz  "PYXEN-BOOTSECTOR-PANIC\r\n"
+#else
 msg:    .asciz  "PYXEN-BOOTSECTOR-OK\r\n"
+#endif
 
         .org    510
         .word   0xaa55

@@ -11,6 +11,7 @@ from toolstack.config import build, parse_text
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LINUX_DIR = os.path.join(ROOT, "guests", "build", "linux")
 BOOTSECTOR = os.path.join(ROOT, "guests", "build", "bootsector", "disk.img")
+PANIC_BOOTSECTOR = os.path.join(ROOT, "guests", "build", "bootsector", "panic.img")
 QEMU = shutil.which("qemu-system-x86_64")
 QEMU_IMG = shutil.which("qemu-img")
 

@@ -20,7 +20,7 @@ from toolstack.devicemodel import (DeviceModel, DeviceModelError,
 from toolstack.devicemodel.accel import kvm_device_works
 from toolstack.devicemodel.controller import qmp_execute, vcpu_cpu_time, xl_state
 
-from .helpers import BOOTSECTOR, QEMU, QEMU_IMG, ROOT, cfg
+from .helpers import BOOTSECTOR, PANIC_BOOTSECTOR, QEMU, QEMU_IMG, ROOT, cfg
 
 pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 not "
                                 "installed (Debian qemu-system-x86; make deps)")
@@ -102,6 +102,34 @@ def test_poweroff_preserved(launch):
     assert dm.query_status()["status"] == "shutdown"
     dm.destroy()
     assert not dm.alive and dm.status() == "d"
+
+
+PANIC_DISK = (f"disk = [ 'format=raw, vdev=hda, access=rw, target={PANIC_BOOTSECTOR}' ]\n"
+              'boot = "c"\nmemory = 32\n')
+need_panic = pytest.mark.skipif(not os.path.exists(PANIC_BOOTSECTOR),
+                                reason="panic boot sector not built (make linux-assets)")
+
+
+@need_panic
+def test_guest_panic_is_a_crash(launch):
+    """pvpanic from the guest: QEMU powers off (panic=shutdown), and the
+    domain is crashed, not shut down."""
+    dm = launch(PANIC_DISK)
+    assert dm.wait(60) is not None
+    kinds = [(e.kind, e.reason) for e in dm.seen]
+    assert ("panicked", "poweroff") in kinds
+    assert ("shutdown", "guest-panic") in kinds
+    assert dm.seen[-1].kind == "crashed" and dm.seen[-1].reason == "guest-panic"
+    assert dm.status() == "c"
+
+
+@need_panic
+def test_guest_panic_preserved(launch):
+    dm = launch(PANIC_DISK + 'on_crash = "preserve"')
+    assert wait_until(lambda: any(e.kind == "panicked" for e in dm.seen), 60)
+    assert dm.alive and dm.status() == "c"
+    dm.destroy()
+    assert dm.status() == "d"
 
 
 def test_pause_unpause(launch):
