@@ -128,6 +128,9 @@ class Privcmd:
     def physinfo(self) -> dict:
         return self._call("physinfo")
 
+    def xen_dmesg(self, clear: bool = False) -> bytes:
+        return base64.b64decode(self._call("xen_dmesg", clear=clear)["data"])
+
     def domain_create(self, max_memory: int, max_vcpus: int = 1, hvm: bool = False,
                       domid: int | None = None, handle: bytes | None = None) -> int:
         args = dict(max_memory=max_memory, max_vcpus=max_vcpus, flags=["hvm" if hvm else "pvh"])

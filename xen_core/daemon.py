@@ -289,6 +289,11 @@ class Connection:
         d.shutdown(_int(body, "reason", hi=256))
         return {}, ()
 
+    def op_xen_dmesg(self, body):
+        """The hypervisor's console ring (`xl dmesg [-c]`)."""
+        data = self.core.read_dmesg(clear=bool(body.get("clear", False)))
+        return {"data": base64.b64encode(data).decode()}, ()
+
     def op_domain_set_max_mem(self, body):
         """XEN_DOMCTL_max_mem: the ceiling for populate (below tot_pages is
         allowed, as on Xen: it only stops growth). The memfd holds at most the

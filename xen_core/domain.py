@@ -172,11 +172,14 @@ class Domain:
             vcpus = [v for v in self.vcpus if v is not None]
         for v in vcpus:
             v.stop()
+        self.core.printk(b"(XEN) d%d shut down: %s\n" % (
+            self.domid, schedabi.SHUTDOWN_NAMES.get(reason, str(reason)).encode()))
         self.core.domain_event(self, "shutdown")
         return True
 
     def crash(self, detail: str = "") -> None:
         log.warning("domain %d crashed: %s", self.domid, detail)
+        self.core.printk(f"(XEN) d{self.domid} crashed: {detail}\n".encode())
         self.append_console(f"(XEN) domain {self.domid} crashed: {detail}\n".encode())
         self.shutdown(schedabi.SHUTDOWN_crash, detail)
 

@@ -16,6 +16,7 @@ from .timers import TimerService
 log = logging.getLogger(__name__)
 
 MAX_VCPUS = 128
+DMESG_LIMIT = 64 << 10   # bytes of hypervisor log kept (Xen's conring is 16 KiB+)
 
 
 class Hypervisor:
@@ -31,6 +32,8 @@ class Hypervisor:
         self._console_subscribers: dict[int, list[Callable[[int, bytes], None]]] = {}
         self.virq_hook = None     # event channels install their VIRQ delivery here
         self.upcall_hook = None   # ... and the callback-vector injection here
+        self.dmesg = bytearray()   # the hypervisor's console ring (`xl dmesg`)
+        self.printk(b"pyxen hypervisor, Xen 4.17 ABI, accel %s\n" % accel.name.encode())
         self.domains[0] = Domain(self, 0, privileged=True)
         self.domains[0].pause_count = 0
 
@@ -72,6 +75,7 @@ class Hypervisor:
             self.domains[domid] = d
         log.info("created domain %d (%s, %d vcpus, %d pages)", domid,
                  "hvm" if hvm else "pvh", max_vcpus, d.max_pages)
+        self.printk(b"(XEN) created d%d: %d vCPUs, %d pages\n" % (domid, max_vcpus, d.max_pages))
         return d
 
     def domain(self, domid: int) -> Domain:
@@ -90,11 +94,26 @@ class Hypervisor:
             self.domains.pop(domid, None)
         self._console_subscribers.pop(domid, None)
         log.info("destroyed domain %d", domid)
+        self.printk(b"(XEN) destroyed d%d\n" % domid)
         self.domain_event(d, "destroyed")
 
     def list_domains(self) -> list[Domain]:
         with self.lock:
             return [d for _, d in sorted(self.domains.items()) if d is not None]
+
+    # -- the hypervisor's own console ring ----------------------------------------
+    def printk(self, data: bytes) -> None:
+        with self.lock:
+            self.dmesg += data
+            if len(self.dmesg) > DMESG_LIMIT:
+                del self.dmesg[:len(self.dmesg) - DMESG_LIMIT]
+
+    def read_dmesg(self, clear: bool = False) -> bytes:
+        with self.lock:
+            data = bytes(self.dmesg)
+            if clear:
+                self.dmesg.clear()
+            return data
 
     # -- time ----------------------------------------------------------------
     @staticmethod

@@ -52,6 +52,15 @@ def test_hello(pc, events):
     assert info["state"] == "shutdown" and info["shutdown_reason_name"] == "poweroff"
 
 
+def test_xen_dmesg(pc, events):
+    ev, info, out = run_to_shutdown(pc, events, "hello")
+    log = pc.xen_dmesg().decode()
+    d = ev["domid"]
+    assert f"created d{d}" in log and f"(d{d}) hello: bye" in log and f"d{d} shut down: poweroff" in log
+    pc.xen_dmesg(clear=True)
+    assert f"(d{d})" not in pc.xen_dmesg().decode()
+
+
 def test_badcall_all_pass(pc, events):
     ev, info, out = run_to_shutdown(pc, events, "badcall")
     assert "FAIL" not in out, out

@@ -28,7 +28,7 @@ SOCKET_NAME = "privcmd.sock"
 # Operations of the core itself; later layers (evtchn_*, gnttab_*) register
 # theirs with `xen_core.daemon.register_op`.
 OPS = (
-    "hello", "physinfo",
+    "hello", "physinfo", "xen_dmesg",
     "domain_create", "domain_destroy", "domain_pause", "domain_unpause", "domain_shutdown",
     "domain_info", "domain_list", "domain_set_max_mem",
     "populate_physmap", "set_memory_map", "foreign_map", "vcpu_setcontext",

@@ -11,7 +11,11 @@ def do_console_io(cur, cmd, count, buffer, *_):
     d = cur.domain
     if cmd == x.CONSOLEIO_write:
         if count:
-            d.append_console(cur.copy_from(buffer, count))
+            data = cur.copy_from(buffer, count)
+            d.append_console(data)
+            # Xen's own log carries guest output too, each line tagged "(dN) ".
+            cur.core.printk(b"".join(b"(d%d) %s\n" % (d.domid, line)
+                                     for line in data.rstrip(b"\n").split(b"\n")))
         return 0
     if cmd == x.CONSOLEIO_read:
         with d.lock:
