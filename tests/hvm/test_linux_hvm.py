@@ -1,8 +1,9 @@
 """Debian's kernel with the project's busybox initramfs as an HVM guest.
 
 One boot on TCG serves the ordered checks below (marker, disk, pause,
-reset, ACPI power-off of the rebooted guest); a second one the console
-and panic checks: three kernel boots in all.  On
+shell on the serial pty, reset, ACPI power-off of the rebooted guest): two
+kernel boots in all.  (Guest crashes through pvpanic are covered with the
+boot sector in test_qemu_dm.)  On
 KVM only where the CPU has vmx/svm: this fleet's software KVM backend gets
 no kernel output out of it within minutes.
 """
@@ -96,6 +97,20 @@ def test_pause_unpause(guest):
     assert t > 0.0                                      # it booted a kernel
 
 
+def test_shell_on_the_serial_console(guest):
+    """A command typed on the serial pty QEMU reported (what xl console -t
+    serial opens) runs in the guest's shell."""
+    assert guest.wait_for_console(rb"PYXEN-SHELL", 120)
+    con = Console(guest.serial_pty())
+    try:
+        start = len(guest.read_console())
+        con.send("echo PYXEN-ECHO-$((6*7))")
+        assert guest.wait_for_console(rb"PYXEN-ECHO-42", 60, start=start), \
+            guest.read_console()[start:]
+    finally:
+        con.close()
+
+
 def test_reboot_reset_event(guest):
     assert guest.wait_for_console(rb"PYXEN-ACPID-OK", 120)
     guest.reboot()
@@ -141,34 +156,6 @@ class Console:
 
     def close(self):
         os.close(self.fd)
-
-
-def test_console_shell_and_panic_preserved(tmp_path):
-    """A command typed on the serial pty runs in the guest's shell; a kernel
-    panic reaches us through pvpanic and, with on_crash = "preserve", QEMU
-    keeps the crashed guest: state c."""
-    dm = boot(tmp_path, "tcg", 13, 'on_crash = "preserve"')
-    con = None
-    try:
-        assert dm.wait_for_console(rb"PYXEN-SHELL", BOOT_WAIT), dm.read_console()[-2000:]
-        con = Console(dm.serial_pty())
-        start = len(dm.read_console())
-        con.send("echo PYXEN-ECHO-$((6*7))")
-        assert dm.wait_for_console(rb"PYXEN-ECHO-42", 60, start=start), \
-            dm.read_console()[start:]
-        con.send("echo c > /proc/sysrq-trigger")
-        assert _wait(lambda: any(e.kind == "panicked" for e in dm.seen), 120), \
-            dm.read_console()[-2000:]
-        ev = next(e for e in dm.seen if e.kind == "panicked")
-        assert ev.guest and ev.data.get("action") == "pause"
-        assert dm.alive and dm.status() == "c"
-        assert dm.query_status()["status"] == "guest-panicked"
-        dm.destroy()
-        assert dm.status() == "d"
-    finally:
-        if con:
-            con.close()
-        dm.close()
 
 
 def _wait(pred, timeout):
