@@ -276,14 +276,14 @@ class Domain:
     # -- events (event channels hook in here) --------------------------------
     def send_virq(self, vcpu: VCPU, virq: int) -> None:
         """VIRQ delivery point; event channels (a later layer) bind ports here."""
-        hook = getattr(self.core, "virq_hook", None)
+        hook = self.core.virq_hook
         if hook is not None:
             hook(self, vcpu, virq)
 
     def send_upcall(self, vcpu: VCPU) -> None:
         """An event is pending for `vcpu` (vcpu_info.evtchn_upcall_pending):
         event channels inject the callback vector here; the vCPU is woken."""
-        hook = getattr(self.core, "upcall_hook", None)
+        hook = self.core.upcall_hook
         if hook is not None:
             hook(self, vcpu)
         vcpu.kick()

@@ -32,6 +32,7 @@ class Hypervisor:
         self._console_subscribers: dict[int, list[Callable[[int, bytes], None]]] = {}
         self.virq_hook = None     # event channels install their VIRQ delivery here
         self.upcall_hook = None   # ... and the callback-vector injection here
+        self.add_to_physmap_hook = None   # grant tables: (cur, d, space, idx, gpfn) -> rc
         self.dmesg = bytearray()   # the hypervisor's console ring (`xl dmesg`)
         self.printk(b"pyxen hypervisor, Xen 4.17 ABI, accel %s\n" % accel.name.encode())
         self.domains[0] = Domain(self, 0, privileged=True)

@@ -19,7 +19,7 @@ def _add_to_physmap(cur, arg) -> int:
             return -x.EINVAL
         d.map_shared_info(gpfn)
         return 0
-    hook = getattr(cur.core, "add_to_physmap_hook", None)
+    hook = cur.core.add_to_physmap_hook
     if hook is not None:  # grant tables place their frames here
         return hook(cur, d, space, idx, gpfn)
     return cur.unknown("add_to_physmap space", space)
