@@ -17,9 +17,7 @@ def engine_or_skip(name: str):
     return accel
 
 
-import base64
 import os
-import socket
 import subprocess
 import sys
 import tempfile

@@ -2,7 +2,7 @@
 import pytest
 
 from xen_core.memory import (CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, EFER_LMA, GuestFault,
-                             GuestMemory, PagingState, PTE_P, PTE_PS, PTE_RW, PTE_US)
+                             GuestMemory, PagingState, PTE_P, PTE_PS, PTE_RW)
 
 PAGE = 4096
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from ..abi import memory as m
 from ..abi import xen as x
-from ..domain import XenError
 from ..memory import GuestFault
 
 # Largest extent a domU may ask for: 2 MiB (Xen's default domU max order, 9).
@@ -85,4 +84,3 @@ def do_memory_op(cur, cmd, arg, *_):
     return cur.unknown("memory_op", op)
 
 
-__all__ = ["do_memory_op", "XenError"]

@@ -7,7 +7,6 @@ import struct
 from ..abi import sched as s
 from ..abi import shared_info as si
 from ..abi import xen as x
-from ..domain import XenError
 from .call import s32
 
 
@@ -92,4 +91,3 @@ def do_sched_op(cur, cmd, arg, *_):
     return cur.unknown("sched_op", cmd)
 
 
-__all__ = ["do_sched_op", "event_pending", "XenError"]
