@@ -82,5 +82,3 @@ def do_memory_op(cur, cmd, arg, *_):
     if op == m.XENMEM_decrease_reservation:
         return _reservation(cur, arg, start, populate=False)
     return cur.unknown("memory_op", op)
-
-

@@ -89,5 +89,3 @@ def do_sched_op(cur, cmd, arg, *_):
         target.shutdown(reason & 0xFF)
         return 0
     return cur.unknown("sched_op", cmd)
-
-
