@@ -183,11 +183,12 @@ class Domain:
         self.append_console(f"(XEN) domain {self.domid} crashed: {detail}\n".encode())
         self.shutdown(schedabi.SHUTDOWN_crash, detail)
 
-    def destroy(self) -> None:
-        """Stop and join every vCPU thread, then release engine and memory."""
+    def destroy(self) -> bool:
+        """Stop and join every vCPU thread, then release engine and memory.
+        False when another caller is already destroying it."""
         with self.lock:
             if self.dying:
-                return
+                return False
             self.dying = True
             vcpus = [v for v in self.vcpus if v is not None]
         for v in vcpus:
@@ -198,6 +199,7 @@ class Domain:
             if v.thread is not None and v.thread is not current:
                 v.thread.join()
         self._release()
+        return True
 
     def _release(self) -> None:
         """vCPUs first, then the engine's mappings and the engine, and the

@@ -90,7 +90,8 @@ class Hypervisor:
         if domid == 0:
             raise XenError(xenabi.EPERM, "domain 0 cannot be destroyed")
         d = self.domain(domid)
-        d.destroy()
+        if not d.destroy():
+            return   # someone else is tearing it down and will announce it
         with self.lock:
             self.domains.pop(domid, None)
         self._console_subscribers.pop(domid, None)
