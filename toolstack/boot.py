@@ -3,8 +3,9 @@
     python -m toolstack.boot KERNEL [--accel auto|kvm|emu] [--memory MiB]
                                     [--cmdline ...] [--ramdisk FILE] [--run-dir D]
 
-Uses the xen-core serving the run directory, or starts a private one in a
-temporary directory (stopped on exit). Builds the domain as xl would (create,
+Uses the xen-core serving the run directory (--run-dir, else $XEN_RUN_DIR,
+else /run/pyxen as root or $XDG_RUNTIME_DIR/pyxen), or starts a private one
+in a temporary directory (stopped on exit). Builds the domain as xl would (create,
 populate, memory map, load, vCPU state, unpause), streams its console to
 stdout, and exits with the guest's shutdown reason:
 
@@ -27,6 +28,7 @@ import time
 
 from dom0.foreignmemory import ForeignMapping
 from dom0.privcmd import Privcmd, XenError, run_dir_socket
+from xen_core.abi import privif
 from toolstack.builder.elf import BuildError
 from toolstack.builder.pvh import build_pvh
 
@@ -118,13 +120,16 @@ def run_console(pc: Privcmd, events: Privcmd, domid: int, out) -> int:
 def boot(kernel: str, memory_mib: int = 32, cmdline: str = "", ramdisk: str | None = None,
          accel: str = "auto", run_dir: str | None = None, out=None) -> int:
     out = out or sys.stdout.buffer
-    run_dir = run_dir or os.environ.get("XEN_RUN_DIR")
+    explicit = run_dir is not None
+    run_dir = run_dir or privif.default_run_dir()
     core = None
     try:
-        if run_dir and os.path.exists(run_dir_socket(run_dir)):
+        try:
             pc, events = Privcmd(run_dir), Privcmd(run_dir)
-        else:
-            core = PrivateCore(accel)
+        except ConnectionError:
+            if explicit:
+                raise
+            core = PrivateCore(accel)   # none running: a private one
             pc, events = Privcmd(core.run_dir), Privcmd(core.run_dir)
     except ConnectionError as e:
         print(f"boot: {e}", file=sys.stderr)

@@ -35,16 +35,6 @@ E820MAX = 128
 MAX_QUEUED_EVENTS = 4096   # a subscriber this far behind is disconnected
 
 
-def default_run_dir() -> str:
-    env = os.environ.get("XEN_RUN_DIR")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return "/run/pyxen"
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/pyxen-{os.getuid()}"
-    return os.path.join(base, "pyxen")
-
-
 # op name -> handler(connection, body) -> (result dict, fds to send). A handler
 # may append cleanups to connection.cancels (run when the client goes away)
 # and use connection.core, connection.post_event.
@@ -453,7 +443,7 @@ class Server:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="xen-core", description="the pyxen hypervisor daemon")
-    p.add_argument("--run-dir", default=default_run_dir())
+    p.add_argument("--run-dir", default=privif.default_run_dir())
     p.add_argument("--accel", default="auto", choices=("auto", "kvm", "emu"))
     p.add_argument("--log", help="log file (default: stderr)")
     p.add_argument("-N", "--no-fork", action="store_true", help="stay in the foreground")

@@ -256,9 +256,9 @@ def test_malformed_frames_do_not_kill_the_daemon(emu_core, garbage):
     p.close()
 
 
-def test_boot_cli_exit_status():
-    env = dict(os.environ)
-    env.pop("XEN_RUN_DIR", None)
+def test_boot_cli_exit_status(tmp_path, emu_core):
+    # An empty run directory: boot starts (and stops) a private core.
+    env = dict(os.environ, XEN_RUN_DIR=str(tmp_path))
     hello = subprocess.run([sys.executable, "-m", "toolstack.boot", guest("hello"), "--accel", "emu"],
                            cwd=ROOT, env=env, capture_output=True)
     assert hello.returncode == 0, hello.stderr
@@ -269,6 +269,19 @@ def test_boot_cli_exit_status():
     missing = subprocess.run([sys.executable, "-m", "toolstack.boot", "/nonexistent.elf",
                               "--accel", "emu"], cwd=ROOT, env=env, capture_output=True)
     assert missing.returncode == 125 and b"nonexistent" in missing.stderr
+    assert os.listdir(tmp_path) == []
+    # A running core is used as it is: the domain shows up in its dmesg.
+    before = emu_core.privcmd()
+    before.xen_dmesg(clear=True)
+    used = subprocess.run([sys.executable, "-m", "toolstack.boot", guest("hello"),
+                           "--run-dir", emu_core.run_dir], cwd=ROOT, env=env, capture_output=True)
+    assert used.returncode == 0 and b"hello: bye" in used.stdout
+    assert b"hello: bye" in before.xen_dmesg()
+    before.close()
+    gone = subprocess.run([sys.executable, "-m", "toolstack.boot", guest("hello"),
+                           "--run-dir", str(tmp_path / "nothing")], cwd=ROOT, env=env,
+                          capture_output=True)
+    assert gone.returncode == 125 and b"not reachable" in gone.stderr
 
 
 def test_detaches_and_refuses_a_second_instance(tmp_path):

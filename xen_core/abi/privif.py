@@ -17,6 +17,7 @@ daemon (`xen_core.daemon`) and the client (`dom0.privcmd`). It lives in
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass, field
 
@@ -35,6 +36,17 @@ OPS = (
     "hvm_param_get", "hvm_param_set",
     "console_read", "console_write_input", "subscribe_dom_exc", "subscribe_console",
 )
+
+
+def default_run_dir() -> str:
+    """$XEN_RUN_DIR, else /run/pyxen as root, else $XDG_RUNTIME_DIR/pyxen."""
+    env = os.environ.get("XEN_RUN_DIR")
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return "/run/pyxen"
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/pyxen-{os.getuid()}"
+    return os.path.join(base, "pyxen")
 
 
 class ProtocolError(Exception):
