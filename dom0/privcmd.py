@@ -33,9 +33,7 @@ class Privcmd:
 
     def __init__(self, run_dir: str | None = None, path: str | None = None):
         if path is None:
-            if run_dir is None:
-                raise ValueError("need run_dir or path")
-            path = run_dir_socket(run_dir)
+            path = run_dir_socket(run_dir or privif.default_run_dir())
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
