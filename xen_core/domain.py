@@ -47,6 +47,7 @@ class Domain:
         self.hvm_params = [0] * hvmabi.HVM_NR_PARAMS
         self.handle = bytes(16)        # xen_domain_handle_t (the toolstack's UUID)
         self.e820: list[tuple[int, int, int]] = []  # XENMEM_set_memory_map
+        self.watchdogs: list = [None] * schedabi.NR_DOMAIN_WATCHDOG_TIMERS
         self.shared_info_gfn: int | None = None
         self.hypercall_page_gfn: int | None = None
         self.console = bytearray()
@@ -177,6 +178,10 @@ class Domain:
         self.core.domain_event(self, "shutdown")
         return True
 
+    def watchdog_fired(self, wd_id: int) -> None:
+        self.core.printk(b"(XEN) Watchdog timer %d fired for domain %d\n" % (wd_id, self.domid))
+        self.shutdown(schedabi.SHUTDOWN_watchdog, f"watchdog {wd_id} fired")
+
     def crash(self, detail: str = "") -> None:
         log.warning("domain %d crashed: %s", self.domid, detail)
         self.core.printk(f"(XEN) d{self.domid} crashed: {detail}\n".encode())
@@ -191,6 +196,9 @@ class Domain:
                 return False
             self.dying = True
             vcpus = [v for v in self.vcpus if v is not None]
+        for t in self.watchdogs:
+            if t is not None:
+                t.stop()
         for v in vcpus:
             v.timer.stop()
             v.stop()

@@ -112,6 +112,24 @@ def test_sched_shutdown_reasons_and_code(dom):
     assert dom.state == "shutdown"
 
 
+def test_watchdog(dom):
+    def wd(wd_id, timeout):
+        dom.memory.write_phys(BUF, s.SCHED_WATCHDOG.pack(wd_id, timeout))
+        return call(dom, x.HYPERVISOR_sched_op, s.SCHEDOP_watchdog, BUF)
+
+    assert wd(0, 3600) == 1 and wd(0, 3600) == 2
+    assert wd(0, 3600) == -x.ENOSPC
+    assert wd(3, 10) == -x.EINVAL
+    assert wd(2, 0) == 0 and wd(2, 5) == -x.EINVAL      # released
+    assert wd(1, 7200) == 0                              # re-armed
+    assert call(dom, x.HYPERVISOR_sched_op, s.SCHEDOP_watchdog, HOLE) == -x.EFAULT
+    assert wd(0, 0) == 2       # expires at once: the domain shuts down
+    while dom.shutdown_reason is None:
+        time.sleep(0.001)
+    assert dom.shutdown_reason == s.SHUTDOWN_watchdog
+    assert b"Watchdog timer 2 fired" in dom.core.read_dmesg()
+
+
 def test_remote_shutdown_needs_privilege(dom):
     dom.memory.write_phys(BUF, s.SCHED_REMOTE_SHUTDOWN.pack(dom.domid, s.SHUTDOWN_poweroff))
     assert call(dom, x.HYPERVISOR_sched_op, s.SCHEDOP_remote_shutdown, BUF) == -x.EPERM

@@ -28,5 +28,8 @@ SCHED_POLL = struct.Struct("<QI4xQ")
 SCHED_REMOTE_SHUTDOWN = struct.Struct("<H2xI")  # { domid_t domain_id; unsigned int reason; }
 SCHED_WATCHDOG = struct.Struct("<II")           # { uint32_t id; uint32_t timeout; }
 
+# Watchdog timers a domain may hold (SCHEDOP_watchdog ids 1..2).
+NR_DOMAIN_WATCHDOG_TIMERS = 2
+
 # Xen refuses polling more ports than this in one SCHEDOP_poll.
 SCHED_POLL_MAX_PORTS = 128

@@ -7,6 +7,7 @@ import struct
 from ..abi import sched as s
 from ..abi import shared_info as si
 from ..abi import xen as x
+from ..time import system_time_ns
 from .call import s32
 
 
@@ -88,4 +89,32 @@ def do_sched_op(cur, cmd, arg, *_):
             return -x.EPERM
         target.shutdown(reason & 0xFF)
         return 0
+    if cmd == s.SCHEDOP_watchdog:
+        wd_id, timeout = s.SCHED_WATCHDOG.unpack(cur.copy_from(arg, s.SCHED_WATCHDOG.size))
+        return _watchdog(d, wd_id, timeout)
     return cur.unknown("sched_op", cmd)
+
+
+def _watchdog(d, wd_id: int, timeout_s: int) -> int:
+    """Id 0 claims a free watchdog (its id is the result); a known id is
+    re-armed, or released with timeout 0. Expiry shuts the domain down with
+    SHUTDOWN_watchdog."""
+    now = system_time_ns()
+    with d.lock:
+        if wd_id == 0:
+            for i, t in enumerate(d.watchdogs):
+                if t is None:
+                    t = d.watchdogs[i] = d.core.timers.timer(
+                        lambda i=i: d.watchdog_fired(i + 1))
+                    t.set(now + timeout_s * 1_000_000_000)
+                    return i + 1
+            return -x.ENOSPC
+        if not 1 <= wd_id <= s.NR_DOMAIN_WATCHDOG_TIMERS or d.watchdogs[wd_id - 1] is None:
+            return -x.EINVAL
+        t = d.watchdogs[wd_id - 1]
+        if timeout_s == 0:
+            t.stop()
+            d.watchdogs[wd_id - 1] = None
+        else:
+            t.set(now + timeout_s * 1_000_000_000)
+        return 0
