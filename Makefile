@@ -11,7 +11,7 @@ APT_PACKAGES := xenstore-utils libxen-dev xen-utils-4.17 gcc make qemu-system-x8
 .PHONY: demo test deps venv guests linux-assets bench clean
 
 demo: venv guests
-	$(PY) -m toolstack.boot guests/build/hello.elf
+	$(VENV)/bin/xl create -c examples/demo.cfg
 
 test: deps venv guests linux-assets
 	$(PY) -m pytest -q

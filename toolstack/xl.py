@@ -94,8 +94,14 @@ def create(ctx, dry_run, config_file, paused, console, quiet, vncviewer,
     if dry_run:
         click.echo(to_json(d_config))
         return
-    raise XlError("xl create: creating domains needs the hypervisor core "
-                  "(xen-core), which is not wired to xl yet; use -n for a dry run")
+    from .xl_create import create_and_run
+    create_and_run(d_config, paused=paused, console=console, foreground=foreground)
+
+
+from .xl_domain import COMMANDS  # noqa: E402  (the group must exist first)
+
+for _cmd in COMMANDS:
+    main.add_command(_cmd)
 
 
 def run(argv=None):

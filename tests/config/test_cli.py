@@ -60,11 +60,14 @@ def test_f_option_and_flags(tmp_path):
     assert "Parsing config" not in r.stderr
 
 
-def test_without_dry_run_is_a_one_line_error():
+def test_without_dry_run_is_a_one_line_error(monkeypatch, tmp_path):
+    # A real create (tests/dom0); here only: services that cannot start.
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("XEN_RUN_DIR", str(tmp_path / "file" / "run"))
     r = run("create", str(ROOT / "examples/demo.cfg"))
     assert r.exit_code != 0
     lines = [l for l in r.stderr.splitlines() if not l.startswith("Parsing")]
-    assert len(lines) == 1 and "hypervisor core" in lines[0]
+    assert len(lines) == 1 and "cannot start the dom0 services" in lines[0]
     assert r.stdout == ""
 
 
