@@ -331,6 +331,11 @@ class GuestMemory:
             gva = (gva + n) & 0xFFFF_FFFF_FFFF_FFFF
             length -= n
 
+    def translate_range(self, ps: PagingState, gva: int, length: int,
+                        write: bool = False) -> list[tuple[int, int]]:
+        """The guest-physical (gpa, length) pieces of a linear range."""
+        return list(self._virt_chunks(ps, gva, length, write))
+
     def copy_from_guest(self, ps: PagingState, gva: int, length: int) -> bytes:
         """Read a guest-virtual buffer; GuestFault if any byte does not resolve."""
         return b"".join(self.read_phys(gpa, n)

@@ -59,6 +59,8 @@ class VCPU:
         self.runstate = vabi.RUNSTATE_offline
         self.runstate_entry = system_time_ns()
         self.runstate_time = [0, 0, 0, 0]
+        # VCPUOP_register_runstate_memory_area: guest-physical pieces of it.
+        self.runstate_area: list[tuple[int, int]] = []
 
     # -- run state -----------------------------------------------------------
     def _set_runstate(self, state: int) -> None:
@@ -66,6 +68,21 @@ class VCPU:
         self.runstate_time[self.runstate] += now - self.runstate_entry
         self.runstate, self.runstate_entry = state, now
         self.domain.state_cond.notify_all()
+        if self.runstate_area:
+            self.publish_runstate()
+
+    def publish_runstate(self) -> None:
+        """Copy vcpu_runstate_info to the area the guest registered (Xen
+        rewrites it at every state change)."""
+        times = list(self.runstate_time)
+        body = vabi.RUNSTATE_INFO.pack(self.runstate, self.runstate_entry, *times)
+        pos = 0
+        try:
+            for gpa, n in self.runstate_area:
+                self.domain.memory.write_phys(gpa, body[pos:pos + n])
+                pos += n
+        except GuestFault:
+            pass
 
     def runstate_snapshot(self) -> tuple[int, int, list[int]]:
         with self.domain.lock:

@@ -243,6 +243,20 @@ def test_vcpu_op(dom):
     state, entry, *times = va.RUNSTATE_INFO.unpack(rd(dom, BUF, 48))
     assert state in (va.RUNSTATE_runnable, va.RUNSTATE_offline, va.RUNSTATE_running)
     assert call(dom, vcpu_op, va.VCPUOP_get_runstate_info, 0, HOLE) == -x.EFAULT
+    # A registered runstate area is written now and at every state change.
+    assert call(dom, vcpu_op, va.VCPUOP_register_runstate_memory_area, 0, HOLE) == -x.EFAULT
+    dom.memory.write_phys(BUF, va.REGISTER_RUNSTATE_MEMORY_AREA.pack(HOLE))     # accepted, as Xen
+    assert call(dom, vcpu_op, va.VCPUOP_register_runstate_memory_area, 0, BUF) == 0
+    dom.memory.write_phys(BUF, va.REGISTER_RUNSTATE_MEMORY_AREA.pack(PAGE * 3 - 16))   # spans 2 pages
+    assert call(dom, vcpu_op, va.VCPUOP_register_runstate_memory_area, 0, BUF) == 0
+    first = va.RUNSTATE_INFO.unpack(rd(dom, PAGE * 3 - 16, 48))
+    assert first[1] == dom.vcpus[0].runstate_entry
+    with dom.lock:
+        dom.vcpus[0]._set_runstate(va.RUNSTATE_blocked)
+    assert va.RUNSTATE_INFO.unpack(rd(dom, PAGE * 3 - 16, 48))[0] == va.RUNSTATE_blocked
+    dom.memory.write_phys(BUF, va.REGISTER_RUNSTATE_MEMORY_AREA.pack(0))
+    assert call(dom, vcpu_op, va.VCPUOP_register_runstate_memory_area, 0, BUF) == 0
+    assert dom.vcpus[0].runstate_area == []
     dom.memory.write_phys(BUF, va.REGISTER_VCPU_INFO.pack(20, 4090, 0))
     assert call(dom, vcpu_op, va.VCPUOP_register_vcpu_info, 0, BUF) == -x.EINVAL
     dom.memory.write_phys(BUF, va.REGISTER_VCPU_INFO.pack(5000, 0, 0))

@@ -23,6 +23,8 @@ RUNSTATE_offline = 3
 
 # struct vcpu_runstate_info { int state; uint64_t state_entry_time; uint64_t time[4]; }
 RUNSTATE_INFO = struct.Struct("<i4xQ4Q")
+# struct vcpu_register_runstate_memory_area { union { handle h; uint64_t p; } addr; }
+REGISTER_RUNSTATE_MEMORY_AREA = struct.Struct("<Q")
 # struct vcpu_set_singleshot_timer { uint64_t timeout_abs_ns; uint32_t flags; }
 SET_SINGLESHOT_TIMER = struct.Struct("<QI4x")
 VCPU_SSHOTTMR_future = 1 << 0

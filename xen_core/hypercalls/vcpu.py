@@ -100,6 +100,22 @@ def do_vcpu_op(cur, cmd, vcpuid, arg, *_):
         state, entry, times = v.runstate_snapshot()
         cur.copy_to(arg, va.RUNSTATE_INFO.pack(state, entry, *times))
         return 0
+    if cmd == va.VCPUOP_register_runstate_memory_area:
+        (addr,) = va.REGISTER_RUNSTATE_MEMORY_AREA.unpack(
+            cur.copy_from(arg, va.REGISTER_RUNSTATE_MEMORY_AREA.size))
+        # Translated once, here: Xen translates at each update, which gives
+        # the same pages for the kernel addresses guests register. Like Xen,
+        # an address that does not resolve is accepted and never written.
+        try:
+            pieces = [] if addr == 0 else cur.domain.memory.translate_range(
+                cur.paging_state(), addr, va.RUNSTATE_INFO.size, write=True)
+        except GuestFault:
+            pieces = []
+        with d.lock:
+            v.runstate_area = pieces
+            if pieces:
+                v.publish_runstate()
+        return 0
     if cmd == va.VCPUOP_register_vcpu_info:
         return _register_vcpu_info(cur, v, arg)
     if cmd == va.VCPUOP_set_singleshot_timer:
