@@ -32,12 +32,18 @@ class RingProtocolError(Exception):
 
 
 class SharedRing:
-    """The shared part: header indexes and entry slots."""
+    """The shared part: header indexes and entry slots. `buf` is one buffer,
+    or a list of page views for a multi-page ring whose pages are mapped
+    apart (a gntdev map of ring-ref0..N-1); entries may then straddle pages."""
 
     def __init__(self, buf, entry_size: int):
-        self.buf = memoryview(buf).cast("B")
+        pages = [memoryview(p).cast("B") for p in buf] if isinstance(buf, (list, tuple)) \
+            else [memoryview(buf).cast("B")]
+        self.buf = pages[0]
+        self.pages = pages
+        self.page_size = len(pages[0])
         self.entry_size = entry_size
-        self.size = ring_size(len(self.buf), entry_size)
+        self.size = ring_size(sum(len(p) for p in pages), entry_size)
 
     def _get(self, off: int) -> int:
         return RING_IDX.unpack_from(self.buf, off)[0]
@@ -55,9 +61,28 @@ class SharedRing:
         self.req_prod = self.rsp_prod = 0
         self.req_event = self.rsp_event = 1
 
-    def slot(self, idx: int) -> memoryview:
-        start = HEADER_SIZE + (idx & (self.size - 1)) * self.entry_size
-        return self.buf[start:start + self.entry_size]
+    def _spans(self, idx: int):
+        pos = HEADER_SIZE + (idx & (self.size - 1)) * self.entry_size
+        left = self.entry_size
+        while left:
+            page, off = divmod(pos, self.page_size)
+            n = min(left, self.page_size - off)
+            yield self.pages[page], off, n
+            pos += n
+            left -= n
+
+    def read_slot(self, idx: int) -> bytes:
+        if len(self.pages) == 1:
+            start = HEADER_SIZE + (idx & (self.size - 1)) * self.entry_size
+            return bytes(self.buf[start:start + self.entry_size])
+        return b"".join(bytes(p[o:o + n]) for p, o, n in self._spans(idx))
+
+    def write_slot(self, idx: int, data: bytes) -> None:
+        data = bytes(data).ljust(self.entry_size, b"\0")[:self.entry_size]
+        pos = 0
+        for p, o, n in self._spans(idx):
+            p[o:o + n] = data[pos:pos + n]
+            pos += n
 
 
 def _crossed(new: int, old: int, event: int) -> bool:
@@ -84,7 +109,7 @@ class FrontRing:
     def put_request(self, data: bytes) -> None:
         if self.full():
             raise RingProtocolError("ring full")
-        self.sring.slot(self.req_prod_pvt)[:len(data)] = data
+        self.sring.write_slot(self.req_prod_pvt, data)
         self.req_prod_pvt = (self.req_prod_pvt + 1) & IDX_MASK
 
     def push_requests_and_check_notify(self) -> bool:
@@ -98,7 +123,7 @@ class FrontRing:
         return (self.sring.rsp_prod - self.rsp_cons) & IDX_MASK
 
     def get_response(self) -> bytes:
-        data = bytes(self.sring.slot(self.rsp_cons))
+        data = self.sring.read_slot(self.rsp_cons)
         self.rsp_cons = (self.rsp_cons + 1) & IDX_MASK
         return data
 
@@ -134,12 +159,12 @@ class BackRing:
 
     def get_request(self) -> bytes:
         """Copy the next request out of the shared page (read once)."""
-        data = bytes(self.sring.slot(self.req_cons))
+        data = self.sring.read_slot(self.req_cons)
         self.req_cons = (self.req_cons + 1) & IDX_MASK
         return data
 
     def put_response(self, data: bytes) -> None:
-        self.sring.slot(self.rsp_prod_pvt)[:len(data)] = data
+        self.sring.write_slot(self.rsp_prod_pvt, data)
         self.rsp_prod_pvt = (self.rsp_prod_pvt + 1) & IDX_MASK
 
     def push_responses_and_check_notify(self) -> bool:
