@@ -509,6 +509,9 @@ def main(argv=None) -> int:
     return 0
 
 
+# Event channels and gntdev for dom0 processes (evtchn_*, gntdev_*).
+from .dom0_ops import install as _install_dom0_ops  # noqa: E402
+_install_dom0_ops(register_op)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ import logging
 from ..abi import xen as x
 from ..domain import XenError
 from ..memory import EngineMapError, GuestFault
-from . import console, hvm, memory, sched, timer, vcpu, version
+from . import console, event_channel, grant_table, hvm, memory, sched, timer, vcpu, version
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,9 @@ HANDLERS = {
     x.HYPERVISOR_vcpu_op: vcpu.do_vcpu_op,
     x.HYPERVISOR_hvm_op: hvm.do_hvm_op,
     x.HYPERVISOR_memory_op: memory.do_memory_op,
+    x.HYPERVISOR_event_channel_op: event_channel.do_event_channel_op,
+    x.HYPERVISOR_event_channel_op_compat: event_channel.do_event_channel_op_compat,
+    x.HYPERVISOR_grant_table_op: grant_table.do_grant_table_op,
 }
 
 

@@ -1,0 +1,395 @@
+"""The privileged interface's event-channel and gntdev operations: what
+Linux's /dev/xen/evtchn and /dev/xen/gntdev give dom0 processes.
+
+An evtchn handle is a stream socketpair: xen-core writes each pending port
+(u32) to it, masking that port until the process writes it back (unmask),
+as the evtchn device does; the process also writes notify requests there,
+so the hot path never waits for a reply. Records from the process are
+`EVTCHN_CMD` = (command, port). A port bound with `eventfd` counts its
+events on an eventfd instead (no mask: xenstored's kick model).
+
+A gntdev handle holds dom0's maptrack entries and a small bounce memfd for
+grant copies. Closing a handle, or the connection, undoes everything it
+held. `Dom0Ops` is mixed into the daemon's Connection.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import threading
+
+from . import events
+from .abi import grant_table as g
+from .abi import xen as x
+from .abi.layout import PAGE_SHIFT
+from .memory import GuestMemory
+from .vcpu import XenError
+
+log = logging.getLogger(__name__)
+
+EVTCHN_CMD = struct.Struct("<II")
+EVTCHN_CMD_UNMASK = 1
+EVTCHN_CMD_NOTIFY = 2
+PORT = struct.Struct("<I")
+GNTDEV_BUF_PAGES = 64          # bounce buffer for grant copies (256 KiB)
+MAX_MAP_REFS = 1024
+
+
+class EvtchnHandle:
+    def __init__(self, core, hid: int):
+        self.ev = events.of(core).evtchn
+        self.id = hid
+        self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
+        self.send_lock = threading.Lock()
+        self.efds: dict[int, int] = {}
+        self._binding_efd: int | None = None
+        self.closed = False
+        threading.Thread(target=self._commands, daemon=True, name=f"evtchn-h{hid}").start()
+
+    # -- events out ------------------------------------------------------------
+    def deliver(self, port: int):
+        efd = self.efds.get(port, self._binding_efd)
+        if efd is not None:
+            os.eventfd_write(efd, 1)
+            return False          # counted, not queued: no mask
+        with self.send_lock:
+            try:
+                self.sock.send(PORT.pack(port))
+            except (BlockingIOError, OSError) as e:
+                log.warning("evtchn handle %d: port %d lost: %s", self.id, port, e)
+        return True
+
+    # -- commands in -------------------------------------------------------------
+    def _commands(self) -> None:
+        sock = self.sock.dup()
+        sock.setblocking(True)
+        buf = b""
+        try:
+            while True:
+                data = sock.recv(4096)
+                if not data:
+                    break
+                buf += data
+                n = len(buf) - len(buf) % EVTCHN_CMD.size
+                for cmd, port in EVTCHN_CMD.iter_unpack(buf[:n]):
+                    self._command(cmd, port)
+                buf = buf[n:]
+        except OSError:
+            pass
+        finally:
+            sock.close()
+            self.close()
+
+    def _command(self, cmd: int, port: int) -> None:
+        if self.ev.owner_of(0, port) is not self:
+            return               # not this handle's port: ignored, as the device does
+        try:
+            if cmd == EVTCHN_CMD_UNMASK:
+                self.ev.unmask(0, port)
+            elif cmd == EVTCHN_CMD_NOTIFY:
+                self.ev.send(0, port)
+        except XenError:
+            pass
+        except Exception:
+            log.exception("evtchn handle %d: command %d port %d", self.id, cmd, port)
+
+    # -- binding -------------------------------------------------------------------
+    def bind(self, fn, eventfd: bool) -> tuple[int, int | None]:
+        efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) if eventfd else None
+        try:
+            with self.ev.lock:
+                if self.closed:
+                    raise XenError(x.EBADF, "handle closed")
+                self._binding_efd = efd
+                try:
+                    port = fn(self)
+                finally:
+                    self._binding_efd = None
+                if efd is not None:
+                    self.efds[port] = efd
+        except BaseException:
+            if efd is not None:
+                os.close(efd)
+            raise
+        return port, efd
+
+    def unbind(self, port: int) -> None:
+        with self.ev.lock:
+            if self.ev.owner_of(0, port) is not self:
+                raise XenError(x.EINVAL, f"port {port} is not bound by this handle")
+            self.ev.close(0, port)
+            efd = self.efds.pop(port, None)
+        if efd is not None:
+            os.close(efd)
+
+    def close(self) -> None:
+        with self.ev.lock:
+            if self.closed:
+                return
+            self.closed = True
+            for port in self.ev.owned_by(0, self):
+                try:
+                    self.ev.close(0, port)
+                except XenError:
+                    pass
+            efds, self.efds = list(self.efds.values()), {}
+        for efd in efds:
+            os.close(efd)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        if self.peer.fileno() >= 0:
+            self.peer.close()
+
+
+class GntdevHandle:
+    def __init__(self, core, hid: int):
+        self.gc = events.of(core).gnttab
+        self.gc.table(0)
+        self.id = hid
+        self.handles: set[int] = set()
+        self.buf = GuestMemory(f"gntdev-buf{hid}", 0, GNTDEV_BUF_PAGES)
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def map(self, domid: int, refs: list[int], readonly: bool):
+        from grant_tables.table import GrantError
+        self.gc.table(domid)
+        flags = g.GNTMAP_host_map | (g.GNTMAP_readonly if readonly else 0)
+        done, offsets, mem = [], [], None
+        try:
+            for ref in refs:
+                h, (mem, frame) = self.gc.tables.map(0, domid, ref, flags)
+                done.append(h)
+                offsets.append(frame << PAGE_SHIFT)
+        except GrantError as e:
+            for h in done:
+                self.gc.tables.unmap(0, h)
+            raise XenError(x.EINVAL, f"ref {refs[len(done)]}: GNTST_{g.GNTST_NAMES[e.status]}"
+                           f" ({e.status}): {e}") from None
+        with self.lock:
+            self.handles.update(done)
+            with mem.lock:
+                fd = os.dup(mem.fd)
+        return done, offsets, fd, mem.nr_frames << PAGE_SHIFT
+
+    def unmap(self, handles: list[int]) -> list[int]:
+        from grant_tables.table import GrantError
+        out = []
+        for h in handles:
+            with self.lock:
+                mine = h in self.handles
+                self.handles.discard(h)
+            if not mine:
+                out.append(g.GNTST_bad_handle)
+                continue
+            try:
+                self.gc.tables.unmap(0, h)
+                out.append(g.GNTST_okay)
+            except GrantError as e:
+                out.append(e.status)
+        return out
+
+    def copy(self, segments: list) -> list[int]:
+        out = []
+
+        def local(gmfn):
+            if not 0 <= gmfn < GNTDEV_BUF_PAGES:
+                return None
+            return self.buf, self.buf.xenheap_frame(gmfn)
+
+        for seg in segments:
+            out.append(self.gc.copy(0, seg, local=local))
+        return out
+
+    def close(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            handles, self.handles = list(self.handles), set()
+        self.unmap_all(handles)
+        self.buf.close()
+
+    def unmap_all(self, handles) -> None:
+        from grant_tables.table import GrantError
+        for h in handles:
+            try:
+                self.gc.tables.unmap(0, h)
+            except GrantError:
+                pass
+
+
+def _int(body, key, lo=0, hi=1 << 32):
+    v = body.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v < hi:
+        raise XenError(x.EINVAL, f"argument {key!r} must be an integer in [{lo}, {hi})")
+    return v
+
+
+def _copy_seg(seg) -> tuple:
+    """A gntdev copy segment -> gnttab_copy fields (local side: bounce page)."""
+    if not isinstance(seg, dict):
+        raise XenError(x.EINVAL, "copy segment must be an object")
+    sides, flags = [], 0
+    for name, flag in (("source", g.GNTCOPY_source_gref), ("dest", g.GNTCOPY_dest_gref)):
+        side = seg.get(name)
+        if not isinstance(side, dict):
+            raise XenError(x.EINVAL, f"copy segment needs {name!r}")
+        if "ref" in side:
+            flags |= flag
+            sides.append((_int(side, "ref"), _int(side, "domid", hi=1 << 16),
+                          _int(side, "offset", hi=1 << 16)))
+        else:
+            off = _int(side, "buf", hi=GNTDEV_BUF_PAGES << PAGE_SHIFT)
+            sides.append((off >> PAGE_SHIFT, x.DOMID_SELF, off & 0xFFF))
+    (su, sd, so), (du, dd, do) = sides
+    return su, sd, so, du, dd, do, _int(seg, "len", hi=1 << 16), flags
+
+
+def _handles(conn) -> dict:
+    """The handles a connection opened; closed with it."""
+    hs = getattr(conn, "_dom0_handles", None)
+    if hs is None:
+        hs = conn._dom0_handles = {}
+        conn.cancels.append(lambda: [h.close() for h in list(hs.values())])
+    return hs
+
+
+def _handle(conn, body, kind):
+    h = _handles(conn).get(body.get("handle"))
+    if not isinstance(h, kind):
+        raise XenError(x.EBADF, f"no {kind.__name__} {body.get('handle')!r} on this connection")
+    return h
+
+
+def _new_id(conn) -> int:
+    conn._dom0_next = getattr(conn, "_dom0_next", 0) + 1
+    return conn._dom0_next
+
+
+def _bound(port, efd):
+    return {"port": port}, ([os.dup(efd)] if efd is not None else [])
+
+
+class Dom0Ops:
+    """op_evtchn_* and op_gntdev_*, called with the daemon's Connection as
+    `self` (its `core` and `cancels`)."""
+
+    # -- evtchn ----------------------------------------------------------------------
+    def op_evtchn_open(self, body):
+        h = EvtchnHandle(self.core, _new_id(self))
+        _handles(self)[h.id] = h
+        return {"handle": h.id}, [h.peer.detach()]   # only the process holds it now
+
+    def op_evtchn_bind_interdomain(self, body):
+        h = _handle(self, body, EvtchnHandle)
+        domid, rport = _int(body, "domid", hi=1 << 16), _int(body, "remote_port")
+        return _bound(*h.bind(lambda o: h.ev.bind_interdomain(0, domid, rport, owner=o),
+                                   bool(body.get("eventfd"))))
+
+    def op_evtchn_bind_unbound_port(self, body):
+        h = _handle(self, body, EvtchnHandle)
+        domid = _int(body, "domid", hi=1 << 16)
+        return _bound(*h.bind(lambda o: h.ev.alloc_unbound(0, x.DOMID_SELF, domid, owner=o),
+                                   bool(body.get("eventfd"))))
+
+    def op_evtchn_bind_virq(self, body):
+        h = _handle(self, body, EvtchnHandle)
+        virq = _int(body, "virq")
+        return _bound(*h.bind(lambda o: h.ev.bind_virq(0, virq, 0, owner=o),
+                                   bool(body.get("eventfd"))))
+
+    def op_evtchn_unbind(self, body):
+        _handle(self, body, EvtchnHandle).unbind(_int(body, "port"))
+        return {}, ()
+
+    def op_evtchn_notify(self, body):
+        h = _handle(self, body, EvtchnHandle)
+        port = _int(body, "port")
+        if h.ev.owner_of(0, port) is not h:
+            raise XenError(x.ENOTCONN, f"port {port} is not bound by this handle")
+        h.ev.send(0, port)
+        return {}, ()
+
+    def op_evtchn_close(self, body):
+        h = _handle(self, body, EvtchnHandle)
+        _handles(self).pop(h.id, None)
+        h.close()
+        return {}, ()
+
+    def op_evtchn_alloc_unbound(self, body):
+        """The toolstack's xc_evtchn_alloc_unbound: a port of `domid` that
+        `remote_domid` may bind (console and store channels)."""
+        port = events.of(self.core).evtchn.alloc_unbound(
+            0, _int(body, "domid", hi=1 << 16), _int(body, "remote_domid", hi=1 << 16))
+        return {"port": port}, ()
+
+    def op_evtchn_status(self, body):
+        st, vcpu, a, b = events.of(self.core).evtchn.status(
+            0, _int(body, "domid", hi=1 << 16), _int(body, "port"))
+        return {"status": st, "vcpu": vcpu, "a": a, "b": b}, ()
+
+    def op_evtchn_reset(self, body):
+        domid = _int(body, "domid", hi=1 << 16)
+        d = self.core.domain(domid)
+        events.of(self.core).evtchn.reset(0, domid, target_paused=d.pause_count > 0)
+        return {}, ()
+
+    def op_debug_keys(self, body):
+        keys = body.get("keys", "")
+        if not isinstance(keys, str):
+            raise XenError(x.EINVAL, "keys must be a string")
+        if "q" in keys:
+            events.of(self.core).debug_virq()
+        return {}, ()
+
+    # -- gntdev ------------------------------------------------------------------------
+    def op_gntdev_open(self, body):
+        h = GntdevHandle(self.core, _new_id(self))
+        _handles(self)[h.id] = h
+        return {"handle": h.id, "buf_size": GNTDEV_BUF_PAGES << PAGE_SHIFT}, [os.dup(h.buf.fd)]
+
+    def op_gntdev_map(self, body):
+        h = _handle(self, body, GntdevHandle)
+        refs = body.get("refs")
+        if not isinstance(refs, list) or not 0 < len(refs) <= MAX_MAP_REFS or not all(
+                isinstance(r, int) and not isinstance(r, bool) and 0 <= r < 1 << 32 for r in refs):
+            raise XenError(x.EINVAL, f"refs must be 1..{MAX_MAP_REFS} grant references")
+        handles, offsets, fd, size = h.map(_int(body, "domid", hi=1 << 16), refs,
+                                           bool(body.get("readonly")))
+        return {"handles": handles, "offsets": offsets, "size": size}, [fd]
+
+    def op_gntdev_unmap(self, body):
+        h = _handle(self, body, GntdevHandle)
+        handles = body.get("handles")
+        if not isinstance(handles, list) or not all(isinstance(v, int) for v in handles):
+            raise XenError(x.EINVAL, "handles must be a list of integers")
+        return {"status": h.unmap(handles)}, ()
+
+    def op_gntdev_copy(self, body):
+        h = _handle(self, body, GntdevHandle)
+        segs = body.get("segments")
+        if not isinstance(segs, list):
+            raise XenError(x.EINVAL, "segments must be a list")
+        return {"status": h.copy([_copy_seg(s) for s in segs])}, ()
+
+    def op_gntdev_close(self, body):
+        h = _handle(self, body, GntdevHandle)
+        _handles(self).pop(h.id, None)
+        h.close()
+        return {}, ()
+
+
+DOM0_OPS = tuple(name[3:] for name in vars(Dom0Ops) if name.startswith("op_"))
+
+
+def install(register_op) -> None:
+    """Serve every op_* above through the daemon's `register_op`."""
+    for name in DOM0_OPS:
+        register_op(name, getattr(Dom0Ops, f"op_{name}"))

@@ -1,0 +1,176 @@
+"""Event channels and grant tables wired into a running Hypervisor.
+
+The pure engines (`xen_core.evtchn`, `grant_tables`) know nothing of vCPUs,
+memfds or dom0 processes; this module gives them those: the 2-level bitmaps
+in each guest's shared-info frame (atomically, the guest runs meanwhile),
+the callback vector from HVM_PARAM_CALLBACK_IRQ injected into the notified
+vCPU, pollers and blocked vCPUs woken, VIRQs raised by the core (timer,
+console, dom_exc, debug), dom0's ports delivered to the process handle that
+bound them, and teardown when a domain is destroyed.
+
+`of(core)` attaches once per Hypervisor, on first use.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from .abi import event_channel as e
+from .abi import hvm as h
+from .abi import shared_info as si
+from .abi.layout import PAGE_SHIFT
+from .evtchn import EventChannels, EvtchnDomain, TwoLevel, UserPorts
+from .guest_atomic import MemfdAtomics
+from .memory import GuestFault, SHARED_INFO_XENHEAP_INDEX
+
+log = logging.getLogger(__name__)
+
+_attach_lock = threading.Lock()
+
+
+def of(core) -> "EventCore":
+    ec = getattr(core, "_event_core", None)
+    if ec is None:
+        with _attach_lock:
+            ec = getattr(core, "_event_core", None)
+            if ec is None:
+                ec = core._event_core = EventCore(core)
+    return ec
+
+
+class _SafeBits(MemfdAtomics):
+    """A domain torn down under a sender loses the event, not the sender."""
+
+    def test_and_set_bit(self, offset, bit):
+        try:
+            return super().test_and_set_bit(offset, bit)
+        except GuestFault:
+            return True
+
+    def test_and_clear_bit(self, offset, bit):
+        try:
+            return super().test_and_clear_bit(offset, bit)
+        except GuestFault:
+            return False
+
+    def test_bit(self, offset, bit):
+        try:
+            return super().test_bit(offset, bit)
+        except GuestFault:
+            return True
+
+    def set_byte(self, offset, value):
+        try:
+            return super().set_byte(offset, value)
+        except GuestFault:
+            return 1
+
+
+class EventCore:
+    def __init__(self, core):
+        self.core = core
+        self.evtchn = EventChannels(self._make_table)
+        from .grants import GrantCore
+        self.gnttab = GrantCore(core)
+        core.virq_hook = self._virq
+        core.add_to_physmap_hook = self.gnttab.add_to_physmap
+        self._cancel = core.subscribe(self._domain_event)
+
+    # -- tables ----------------------------------------------------------------
+    def _make_table(self, domid: int) -> EvtchnDomain | None:
+        d = self.core.domains.get(domid)
+        if d is None or d.dying:
+            return None
+        if d.memory is None:   # dom0: host processes, ports go to their handles
+            return EvtchnDomain(domid, 1, UserPorts(self._deliver_dom0), privileged=True)
+        mem = d.memory
+        shared = mem.xenheap_frame(SHARED_INFO_XENHEAP_INDEX) << PAGE_SHIFT
+        delivery = TwoLevel(_SafeBits(mem), shared,
+                            vcpu_info=lambda vcpu: self._vcpu_info(d, vcpu),
+                            upcall=lambda vcpu: self._upcall(d, vcpu),
+                            pollers=lambda port: self._wake_pollers(d, port))
+        return EvtchnDomain(domid, d.max_vcpus, delivery, privileged=d.privileged)
+
+    @staticmethod
+    def _vcpu_info(d, vcpu: int) -> int | None:
+        """memfd offset of vCPU `vcpu`'s vcpu_info: the registered one, or its
+        slot in shared info (Xen's frame, whether or not the guest mapped it)."""
+        v = d.vcpu(vcpu)
+        mem = d.memory
+        if v is not None and v.vcpu_info_gpa is not None:
+            gpa = v.vcpu_info_gpa
+            frame = mem.p2m.get(gpa >> PAGE_SHIFT)
+            return None if frame is None else (frame << PAGE_SHIFT) | (gpa & 0xFFF)
+        if vcpu >= si.XEN_LEGACY_MAX_VCPUS:
+            return None
+        return (mem.xenheap_frame(SHARED_INFO_XENHEAP_INDEX) << PAGE_SHIFT) + vcpu * si.VCPU_INFO_SIZE
+
+    @staticmethod
+    def _upcall(d, vcpu: int) -> None:
+        """vcpu_mark_events_pending for an HVM/PVH vCPU: with a callback
+        vector (HVM_PARAM_CALLBACK_IRQ type 2) inject it; wake it anyway
+        (SCHEDOP_block waits for evtchn_upcall_pending)."""
+        v = d.vcpu(vcpu)
+        if v is None:
+            return
+        via = d.hvm_params[h.HVM_PARAM_CALLBACK_IRQ]
+        if via >> h.HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT == h.HVM_PARAM_CALLBACK_TYPE_VECTOR:
+            vector = via & 0xFF
+            if vector >= 0x10:
+                try:
+                    v.engine.request_interrupt(vector)
+                except Exception:
+                    log.exception("d%dv%d: injecting vector %#x", d.domid, vcpu, vector)
+        v.kick()
+
+    @staticmethod
+    def _wake_pollers(d, port: int) -> None:
+        # evtchn_check_pollers: a vCPU polling one port wakes for that port,
+        # one polling several (or none) wakes for any.
+        for v in d.vcpus:
+            if v is None:
+                continue
+            ports = v.poll_ports
+            if ports is not None and (len(ports) != 1 or ports[0] == port):
+                v.kick()
+
+    def _deliver_dom0(self, port: int) -> None:
+        owner = self.evtchn.owner_of(0, port)
+        if owner is not None:
+            owner.deliver(port)
+
+    # -- VIRQs and domain life cycle --------------------------------------------
+    def _virq(self, d, vcpu, virq: int) -> None:
+        """Domain.send_virq: a per-vCPU VIRQ on `vcpu`, a global one when
+        `vcpu` is None."""
+        try:
+            if vcpu is None:
+                self.evtchn.send_global_virq(d.domid, virq)
+            else:
+                self.evtchn.send_virq(d.domid, vcpu.id, virq)
+        except GuestFault:
+            pass   # the domain is being torn down
+
+    def send_global_virq(self, domid: int, virq: int) -> None:
+        try:
+            self.evtchn.send_global_virq(domid, virq)
+        except GuestFault:
+            pass
+
+    def debug_virq(self) -> None:
+        """The 'q' debug key: VIRQ_DEBUG to every vCPU of every domain."""
+        for d in self.core.list_domains():
+            for v in d.vcpus:
+                if v is not None:
+                    self._virq(d, v, e.VIRQ_DEBUG)
+
+    def _domain_event(self, event: dict) -> None:
+        domid = event["domid"]
+        if event["kind"] == "destroyed":
+            try:
+                self.evtchn.remove_domain(domid)
+            except GuestFault:
+                pass
+            self.gnttab.domain_destroyed(domid)
+        # Xen raises VIRQ_DOM_EXC to the control domain on shutdown and death.
+        self.send_global_virq(0, e.VIRQ_DOM_EXC)
