@@ -17,18 +17,20 @@ def kvm_core():
     core.stop()
 
 
-@pytest.mark.parametrize("name, reason, text", [
-    ("hello", s.SHUTDOWN_poweroff, "hello: bye"),
-    ("crash", s.SHUTDOWN_crash, "crash:"),
-    ("badcall", s.SHUTDOWN_poweroff, " 0 failed"),
+@pytest.mark.parametrize("name, cmdline, reason, text", [
+    ("hello", "", s.SHUTDOWN_poweroff, "hello: bye"),
+    ("crash", "", s.SHUTDOWN_crash, "crash:"),
+    ("badcall", "", s.SHUTDOWN_poweroff, " 0 failed"),
+    ("hypercall-loop", "loops=200", s.SHUTDOWN_poweroff, "200 calls"),
 ])
-def test_guest_on_kvm(kvm_core, name, reason, text):
+def test_guest_on_kvm(kvm_core, name, cmdline, reason, text):
+    """Each guest next to a spinning one, which is destroyed while it runs."""
     pc, events = kvm_core.privcmd(), kvm_core.privcmd()
     try:
         events.subscribe_dom_exc()
         bystander = start_guest(pc, "spin")
         pc.domain_unpause(bystander)
-        d = start_guest(pc, name)
+        d = start_guest(pc, name, cmdline=cmdline)
         pc.domain_unpause(d)
         wait_shutdown(events, [d])
         info = pc.domain_info(d)
