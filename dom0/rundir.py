@@ -1,24 +1,17 @@
 """Where dom0's services live: the run directory and the paths in it.
 
-The same default as xen-core and xenstored (each keeps its own copy, since
-dom0 does not import the core): $XEN_RUN_DIR, else /run/pyxen as root, else
-$XDG_RUNTIME_DIR/pyxen.
+The default is the core's own (`privif.default_run_dir`): $XEN_RUN_DIR,
+else /run/pyxen as root, else $XDG_RUNTIME_DIR/pyxen.
 """
 from __future__ import annotations
 
 import os
 
-PROJECT = "pyxen"
+from xen_core.abi import privif
 
 
 def run_dir() -> str:
-    env = os.environ.get("XEN_RUN_DIR")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return f"/run/{PROJECT}"
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/{PROJECT}-{os.getuid()}"
-    return os.path.join(base, PROJECT)
+    return privif.default_run_dir()
 
 
 def xenstored_socket(rdir: str) -> str:
@@ -27,7 +20,7 @@ def xenstored_socket(rdir: str) -> str:
 
 
 def privcmd_socket(rdir: str) -> str:
-    return os.path.join(rdir, "privcmd.sock")
+    return os.path.join(rdir, privif.SOCKET_NAME)
 
 
 def userdata_dir(rdir: str) -> str:

@@ -77,8 +77,6 @@ def create_domain(sess: Session, d_config: DomainConfig, paused: bool = False) -
     if c.type == "pv":
         raise CreateError("type=\"pv\" needs the classic PV builder, which does not exist "
                           "yet; use type=\"pvh\"")
-    if sess.domid_by_name(c.name) is not None:
-        raise CreateError(f"domain with name \"{c.name}\" already exists.")
     target_kb, max_kb = b.target_memkb, max(b.max_memkb, b.target_memkb)
     free_kb = host_free_kb(sess.pc)
     if target_kb > free_kb:
@@ -135,6 +133,11 @@ def make_home(sess: Session, domid: int, name: str, vm_path: str, uuid: str) -> 
     xs = sess.xs
 
     def tx():
+        # The name check is inside the transaction (libxl__domain_rename):
+        # two creates racing for one name cannot both commit.
+        for other in xs.ls("/local/domain"):
+            if other != str(domid) and xs.read(f"/local/domain/{other}/name") == name:
+                raise CreateError(f"domain with name \"{name}\" already exists.")
         xs.rm(dom_path)
         xs.mknod(dom_path, roperm)
         xs.rm(vm_path)

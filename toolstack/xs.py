@@ -3,6 +3,8 @@ libxl's idioms: mknod with permissions, writes in a retried transaction."""
 from __future__ import annotations
 
 import errno
+import random
+import time
 
 import pyxs
 
@@ -71,9 +73,12 @@ class Xs:
                 return []
             raise
 
-    def transaction(self, fn, retries: int = 20):
-        """Run fn() inside a transaction, again on EAGAIN (as libxl does)."""
-        for _ in range(retries):
+    def transaction(self, fn, retries: int = 200):
+        """Run fn() inside a transaction, again on EAGAIN (as libxl does),
+        after a short random pause so that racing writers spread out."""
+        for attempt in range(retries):
+            if attempt:
+                time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
             self.client.transaction()
             try:
                 result = fn()
