@@ -33,9 +33,11 @@ import tty
 import pyxs
 
 from dom0 import rundir
+from dom0.evtchn import Evtchn
 from dom0.foreignmemory import ForeignMapping
 from dom0.privcmd import Privcmd, XenError
 from xen_core.abi import console as cabi
+from xen_core.abi import xen as xenabi
 
 from .console import ConsoleRing
 
@@ -56,6 +58,7 @@ class DomainConsole:
         self.pending = bytearray()     # written to the pty when it has room
         self.ring: ConsoleRing | None = None
         self.mapping: ForeignMapping | None = None
+        self.port: int | None = None       # our end of the console event channel
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         os.set_blocking(self.master, False)
@@ -68,12 +71,25 @@ class DomainConsole:
         self.closed = False
 
     # -- sources -----------------------------------------------------------
-    def attach_ring(self, gfn: int) -> None:
+    def attach_ring(self, gfn: int, remote_port: int | None) -> None:
         try:
             self.mapping = ForeignMapping(self.daemon.pc, self.domid, [gfn])
             self.ring = ConsoleRing(self.mapping.page(gfn))
         except (XenError, OSError) as e:
             log.warning("dom%d: console ring at gfn %#x not mapped: %s", self.domid, gfn, e)
+            return
+        if remote_port:
+            try:
+                self.port = self.daemon.xe.bind_interdomain(self.domid, remote_port)
+            except (XenError, OSError) as e:
+                log.warning("dom%d: console port %d not bound: %s", self.domid, remote_port, e)
+
+    def notify(self) -> None:
+        if self.port is not None:
+            try:
+                self.daemon.xe.notify(self.port)
+            except (XenError, OSError):
+                pass
 
     def start_console_io(self) -> None:
         self.io_thread = threading.Thread(target=self._console_io, daemon=True,
@@ -117,6 +133,7 @@ class DomainConsole:
                 return
             if data:
                 self.output(data)
+                self.notify()          # room in `out` again
 
     # -- sinks -------------------------------------------------------------
     def output(self, data: bytes) -> None:
@@ -156,6 +173,7 @@ class DomainConsole:
             return
         if self.ring is not None:
             self.ring.write_input(data)   # a full ring drops input, as a UART would
+            self.notify()
         else:
             try:
                 self.daemon.pc.console_write_input(self.domid, data)
@@ -176,6 +194,11 @@ class DomainConsole:
         if self.io_thread is not None:
             self.io_thread.join(5)
         self.ring = None
+        if self.port is not None:
+            try:
+                self.daemon.xe.unbind(self.port)
+            except (XenError, OSError):
+                pass
         if self.mapping is not None:
             self.mapping.close()
         os.close(self.master)
@@ -186,6 +209,12 @@ class Consoled:
     def __init__(self, rdir: str):
         self.rdir = rdir
         self.pc = Privcmd(rdir)
+        self.xe = Evtchn(self.pc)
+        self.hv_seen = 0
+        try:    # Xen raises VIRQ_CONSOLE when its own console has new text
+            self.virq_port = self.xe.bind_virq(xenabi.VIRQ_CONSOLE)
+        except (XenError, OSError):
+            self.virq_port = None
         self.xs = pyxs.Client(unix_socket_path=rundir.xenstored_socket(rdir))
         self.xs.connect()
         self.domains: dict[int, DomainConsole] = {}
@@ -194,6 +223,7 @@ class Consoled:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+        self.sel.register(self.xe.fd(), selectors.EVENT_READ, "evtchn")
         self.rescan_needed = threading.Event()
         self.stopping = False
 
@@ -239,8 +269,9 @@ class Consoled:
             limit = cabi.LIBXL_XENCONSOLE_LIMIT
         con = DomainConsole(self, domid, name, limit)
         ref = self._read(f"{base}/console/ring-ref")
+        port = self._read(f"{base}/console/port")
         if ref and ref.isdigit():
-            con.attach_ring(int(ref))
+            con.attach_ring(int(ref), int(port) if port and port.isdigit() else None)
         self.domains[domid] = con
         self.sel.register(con.master, selectors.EVENT_READ, con)
         con.start_console_io()
@@ -289,7 +320,9 @@ class Consoled:
         self.rescan()
         while not self.stopping:
             for key, _ in self.sel.select(POLL_S):
-                if key.data is None:
+                if key.data == "evtchn":
+                    self.evtchn_pending()
+                elif key.data is None:
                     try:
                         os.read(self.wake_r, 4096)
                     except BlockingIOError:
@@ -304,10 +337,40 @@ class Consoled:
                 if con.pending:
                     con.flush()
 
+    def evtchn_pending(self) -> None:
+        """A guest kicked its console port (or VIRQ_CONSOLE fired)."""
+        port = self.xe.pending(timeout=0)
+        if port is None:
+            return
+        if port == self.virq_port:
+            self.hypervisor_log()
+        else:
+            for con in self.domains.values():
+                if con.port == port:
+                    con.poll_ring()
+                    break
+        self.xe.unmask(port)
+
+    def hypervisor_log(self) -> None:
+        """The hypervisor's console ring, appended to console/hypervisor.log."""
+        try:
+            data = self.pc.xen_dmesg()
+        except (XenError, OSError):
+            return
+        if len(data) < self.hv_seen:      # the ring was cleared or wrapped
+            self.hv_seen = 0
+        new, self.hv_seen = data[self.hv_seen:], len(data)
+        if new:
+            os.makedirs(rundir.console_log_dir(self.rdir), exist_ok=True)
+            with open(os.path.join(rundir.console_log_dir(self.rdir), "hypervisor.log"),
+                      "ab") as f:
+                f.write(new)
+
     def close(self) -> None:
         for con in self.domains.values():
             con.close()
         self.domains.clear()
+        self.xe.close()
         try:
             self.xs.close()
         except Exception:
