@@ -1,6 +1,7 @@
 """Peers for the backends in unit tests: a grant table over plain pages with
 Xen's rules (unknown gref, read-only grant, page bounds) and frontends that
 drive the real ring code over a plain shared buffer."""
+import os
 import struct
 
 from pv_drivers.grants import PAGE_SIZE, GrantError, check_span
@@ -81,3 +82,74 @@ def responses(front):
 
 def tx_request(gref, offset, flags, rid, size):
     return netif.TX_REQUEST.pack(gref, offset, flags, rid, size)
+
+
+class LocalChannel:
+    """An event channel between the test frontend and the backend: a pipe
+    each way (the backend waits on its fd exactly as on an evtchn fd)."""
+
+    def __init__(self):
+        self.to_back_r, self.to_back_w = os.pipe()
+        self.to_front_r, self.to_front_w = os.pipe()
+        for fd in (self.to_back_r, self.to_front_r):
+            os.set_blocking(fd, False)
+
+    def kick_backend(self):
+        os.write(self.to_back_w, b"!")
+
+
+class LocalQueue:
+    def __init__(self, grants, rings, ports, channels):
+        from pv_drivers.transport import TransportError
+        try:
+            self.rings = [[memoryview(grants.pages[r]) for r in refs] for refs in rings]
+        except KeyError as e:
+            raise TransportError(f"ring-ref {e.args[0]}: GNTST_bad_gntref") from None
+        try:
+            self.chans = [channels[p] for p in ports]
+        except KeyError as e:
+            raise TransportError(f"event-channel {e.args[0]}: EINVAL") from None
+        self.grants = grants
+
+    def copy_from(self, gref, offset, length):
+        return self.grants.copy_from(gref, offset, length)
+
+    def copy_to(self, gref, offset, data):
+        self.grants.copy_to(gref, offset, data)
+
+    def fileno(self):
+        return self.chans[0].to_back_r
+
+    def ack(self):
+        for c in self.chans:
+            try:
+                os.read(c.to_back_r, 4096)
+            except BlockingIOError:
+                pass
+
+    def notify(self, which=0):
+        os.write(self.chans[which].to_front_w, b"!")
+
+    def close(self):
+        pass
+
+
+class LocalTransport:
+    """Frontend domains' grants and channels, by domid, for backendd tests."""
+
+    def __init__(self):
+        self.grants: dict[int, PageGrants] = {}
+        self.channels: dict[int, dict[int, LocalChannel]] = {}
+        self.next_port = 10
+
+    def domain(self, domid):
+        return self.grants.setdefault(domid, PageGrants())
+
+    def alloc_port(self, domid):
+        port = self.next_port
+        self.next_port += 1
+        ch = self.channels.setdefault(domid, {})[port] = LocalChannel()
+        return port, ch
+
+    def open(self, domid, rings, ports):
+        return LocalQueue(self.domain(domid), rings, ports, self.channels.get(domid, {}))
