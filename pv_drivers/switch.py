@@ -6,6 +6,8 @@ other with no privileges at all. Source MACs are learnt per port;
 broadcast, multicast and unknown destinations are flooded; a frame never
 goes back out of the port it came in on.
 """
+import threading
+
 ETH_HLEN = 14
 
 
@@ -25,30 +27,35 @@ class Switch:
         self.ports: dict[str, Port] = {}
         self.fdb: dict[bytes, Port] = {}
         self.dropped = 0
+        self.lock = threading.Lock()       # ports forward from their own threads
 
     def attach(self, name: str, deliver) -> Port:
-        if name in self.ports:
-            raise ValueError(f"{self.name}: port {name} already attached")
-        port = self.ports[name] = Port(self, name, deliver)
-        return port
+        with self.lock:
+            if name in self.ports:
+                raise ValueError(f"{self.name}: port {name} already attached")
+            port = self.ports[name] = Port(self, name, deliver)
+            return port
 
     def detach(self, port: Port) -> None:
-        self.ports.pop(port.name, None)
-        for mac in [m for m, p in self.fdb.items() if p is port]:
-            del self.fdb[mac]
+        with self.lock:
+            self.ports.pop(port.name, None)
+            for mac in [m for m, p in self.fdb.items() if p is port]:
+                del self.fdb[mac]
 
     def forward(self, src: Port, frame: bytes) -> None:
+        with self.lock:
+            targets = self._targets(src, frame)
+        for port in targets:
+            port.deliver(frame)
+
+    def _targets(self, src: Port, frame: bytes) -> list:
         if len(frame) < ETH_HLEN or src.name not in self.ports:
             self.dropped += 1
-            return
+            return []
         dst, smac = frame[0:6], frame[6:12]
         if not smac[0] & 1:
             self.fdb[smac] = src
         out = None if dst[0] & 1 else self.fdb.get(dst)
         if out is not None:
-            if out is not src:
-                out.deliver(frame)
-            return
-        for port in list(self.ports.values()):
-            if port is not src:
-                port.deliver(frame)
+            return [] if out is src else [out]
+        return [p for p in self.ports.values() if p is not src]

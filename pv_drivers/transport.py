@@ -65,8 +65,10 @@ class XenQueue:
         if port is not None:
             self.xe.unmask(port)
 
-    def notify(self, which: int = 0) -> None:
-        self.xe.notify(self.local[which])
+    def notify(self) -> None:
+        # Split tx/rx channels are both kicked: a spurious event is harmless.
+        for port in self.local:
+            self.xe.notify(port)
 
     def close(self) -> None:
         for m in self.maps:
