@@ -68,8 +68,7 @@ SERVICES: tuple[Service, ...] = (
     Service("xenstored", "xenstore.daemon",
             lambda d: ["-N", "--socket", rundir.xenstored_socket(d),
                        "--pid-file", os.path.join(d, "xenstored.pid"),
-                       "--log", os.path.join(d, "xenstored.log"),
-                       *(["--privcmd-run-dir", d] if _xenstored_has_privcmd() else [])],
+                       "--log", os.path.join(d, "xenstored.log"), "--privcmd-run-dir", d],
             lambda d: _probe_unix(rundir.xenstored_socket(d))),
     Service("xenconsoled", "pv_drivers.consoled",
             lambda d: ["--run-dir", d, "--pid-file", os.path.join(d, "xenconsoled.pid"),
@@ -80,16 +79,6 @@ SERVICES: tuple[Service, ...] = (
                        "--log", os.path.join(d, "xen-backendd.log")],
             _pidfile_ready("xen-backendd")),
 )
-
-
-def _xenstored_has_privcmd() -> bool:
-    """xenstored attaches introduced domains through dom0's privileged
-    interface once that attacher exists (issue 5's dom0 helper)."""
-    try:
-        with open(importlib.util.find_spec("xenstore.daemon").origin) as f:
-            return "--privcmd-run-dir" in f.read()
-    except (OSError, AttributeError):
-        return False
 
 
 def services() -> list[Service]:

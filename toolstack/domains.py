@@ -12,7 +12,7 @@ from dom0 import rundir
 from dom0.privcmd import Privcmd, XenError
 from xen_core.abi import xen as xenabi
 
-from .xs import Xs
+from .xs import PyXSError, Xs
 
 DOM0_NAME = "Domain-0"
 
@@ -107,7 +107,7 @@ class Session:
     def cleanup_store(self, domid: int, vm: str | None) -> None:
         try:
             self.xs.release(domid)       # @releaseDomain; drops its watches
-        except Exception:
+        except PyXSError:
             pass                         # never introduced (or already gone)
         for path in (f"/local/domain/{domid}", f"/libxl/{domid}",
                      f"/local/domain/0/backend/console/{domid}"):

@@ -59,6 +59,8 @@ def parse_args(argv):
     p.add_argument("-M", "--path-max", type=int, metavar="CHARS", help="max path length")
     p.add_argument("-Q", "--quota", action="append", default=[], metavar="WHAT=NB")
     p.add_argument("-q", "--quota-soft", action="append", default=[], metavar="WHAT=NB")
+    p.add_argument("--privcmd-run-dir", metavar="DIR", help="attach introduced domains "
+                   "through xen-core's privileged interface in run dir DIR")
     p.add_argument("--ring-dir", metavar="DIR", help="attach introduced domains "
                    "through file-backed pages and FIFOs in DIR")
     return p.parse_args(argv)
@@ -98,7 +100,10 @@ async def serve(args, quota, soft) -> None:
     store.quota_soft.update(soft)
     create_skeleton(store)
     attacher = None
-    if args.ring_dir:
+    if args.privcmd_run_dir:
+        from dom0.xenstored_attach import PrivcmdDomainAttacher
+        attacher = PrivcmdDomainAttacher(args.privcmd_run_dir)
+    elif args.ring_dir:
         from .attach import FileDomainAttacher
         os.makedirs(args.ring_dir, exist_ok=True)
         attacher = FileDomainAttacher(args.ring_dir)

@@ -26,6 +26,12 @@ def xs(dom0, tool, *args, check=True):
     return p
 
 
+def introduced(dom0, domid):
+    import pyxs
+    with pyxs.Client(unix_socket_path=dom0.env["XENSTORED_PATH"]) as c:
+        return c.is_domain_introduced(domid)
+
+
 def test_create_c_shows_console_and_poweroff_destroys(dom0):
     guest("hello")
     p = dom0.xl("create", "-c", DEMO, input="")
@@ -113,12 +119,14 @@ def test_xenstore_home_while_running_and_gone_after(dom0):
     assert vm.startswith("/vm/")
     vmtree = xs(dom0, "xenstore-ls", vm).stdout
     assert 'name = "xs1"' in vmtree and "start_time" in vmtree and vm[4:] in vmtree
+    assert introduced(dom0, domid)          # XS_INTRODUCE reached xenstored's ring
     dom0.xl("shutdown", "xs1")
     assert xs(dom0, "xenstore-read", f"{home}/control/shutdown").stdout.strip() == "poweroff"
     dom0.xl("destroy", "xs1")
     assert xs(dom0, "xenstore-ls", home, check=False).returncode != 0
     assert xs(dom0, "xenstore-ls", vm, check=False).returncode != 0
     assert str(domid) not in xs(dom0, "xenstore-list", "/local/domain").stdout.split()
+    assert not introduced(dom0, domid)      # XS_RELEASE
 
 
 def test_forced_reboot_restarts_with_new_domid(dom0):
