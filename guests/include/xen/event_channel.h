@@ -26,4 +26,26 @@ struct evtchn_send {
     evtchn_port_t port;
 };
 
+/* close, unmask: { port } */
+struct evtchn_port_op {
+    evtchn_port_t port;
+};
+
+struct evtchn_alloc_unbound {
+    domid_t dom, remote_dom;
+    evtchn_port_t port;                 /* OUT */
+};
+
+struct evtchn_bind_interdomain {
+    domid_t remote_dom;
+    evtchn_port_t remote_port;
+    evtchn_port_t local_port;           /* OUT */
+};
+
+struct evtchn_bind_virq {
+    uint32_t virq;
+    uint32_t vcpu;
+    evtchn_port_t port;                 /* OUT */
+};
+
 #endif

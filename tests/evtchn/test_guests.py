@@ -1,0 +1,226 @@
+"""Event channels and grants end to end: real guests on the software CPU,
+a dom0 process on the other side through xen-core's privileged socket."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dom0.evtchn import Evtchn
+from dom0.gntdev import Gntdev
+from dom0.privcmd import XenError
+from xen_core.abi import grant_table as g
+from xen_core.abi import sched as s
+
+from tests.core.conftest import ROOT, CoreProcess, console, start_guest, wait_shutdown
+
+WAIT_S = 600   # bounds a wait for a guest's output, not a performance limit
+
+
+@pytest.fixture(scope="module")
+def core():
+    try:
+        c = CoreProcess("emu")
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def pc(core):
+    p = core.privcmd()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def events(core):
+    p = core.privcmd()
+    p.subscribe_dom_exc()
+    yield p
+    p.close()
+
+
+def wait_for(pc, domid, pattern):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        m = re.search(pattern, console(pc, domid))
+        if m:
+            return m
+        time.sleep(0.005)
+    raise AssertionError(f"d{domid} never printed {pattern!r}: {console(pc, domid)}")
+
+
+def finish(pc, events, domid):
+    ev = wait_shutdown(events, [domid])[domid]
+    out = console(pc, domid)
+    pc.domain_destroy(domid)
+    return ev, out
+
+
+def test_guest_dom0_ping_pong(pc, events):
+    n = 50
+    dom = start_guest(pc, "evtchn-ping", cmdline=f"peer=0 count={n}")
+    pc.domain_unpause(dom)
+    gport = int(wait_for(pc, dom, r"port (\d+) for domain 0").group(1))
+    xe = Evtchn(pc)
+    lp = xe.bind_interdomain(dom, gport)
+    assert xe.pending(WAIT_S) == lp          # Xen marks a fresh binding pending
+    xe.unmask(lp)
+    st = pc.call("evtchn_status", domid=dom, port=gport)[0]
+    assert (st["status"], st["a"], st["b"]) == (2, 0, lp)   # interdomain to dom0:lp
+    xe.notify(lp)
+    for i in range(n):
+        assert xe.pending(WAIT_S) == lp
+        xe.unmask(lp)
+        if i < n - 1:
+            xe.notify(lp)
+    ev, out = finish(pc, events, dom)
+    assert ev["shutdown_reason"] == s.SHUTDOWN_poweroff, out
+    assert f"evtchn-ping: {n} events" in out
+    assert "send on free port: -22" in out and "close port: 0, send after close: -22" in out
+    # the guest closed its end: ours is unbound again, then gone with the handle
+    xe.close()
+
+
+@pytest.mark.skip(reason="known bug: the connecting guest sometimes misses its last reply "
+                         "(lost wakeup between two emu vCPUs), which would hang the run")
+def test_guest_guest_ping_pong(pc, events):
+    n = 30
+    a = start_guest(pc, "evtchn-ping", cmdline=f"count={n}")
+    b = start_guest(pc, "evtchn-ping", cmdline=f"count={n}")
+    pc.domain_unpause(a)
+    pc.domain_unpause(b)
+    pc.console_write_input(a, f"peer={b}\n".encode())
+    port = wait_for(pc, a, rf"port (\d+) for domain {b}").group(1)
+    pc.console_write_input(b, f"peer={a} port={port}\n".encode())
+    got = wait_shutdown(events, [a, b])
+    for dom in (a, b):
+        out = console(pc, dom)
+        assert got[dom]["shutdown_reason"] == s.SHUTDOWN_poweroff, out
+        assert f"evtchn-ping: {n} events" in out, out
+        pc.domain_destroy(dom)
+
+
+def test_dom0_notify_checks_and_handle_close_unbinds(pc):
+    dom = start_guest(pc, "evtchn-ping", cmdline="peer=0 count=1")
+    try:
+        pc.domain_unpause(dom)
+        gport = int(wait_for(pc, dom, r"port (\d+) for domain 0").group(1))
+        xe = Evtchn(pc)
+        lp = xe.bind_interdomain(dom, gport)
+        with pytest.raises(XenError) as ei:
+            xe.bind_interdomain(dom, gport)          # bind twice
+        assert ei.value.errno == 22
+        with pytest.raises(XenError) as ei:
+            xe.notify(lp + 100)                      # not ours
+        assert ei.value.errno == 107
+        with pytest.raises(XenError) as ei:
+            xe.bind_interdomain(7777, 1)
+        assert ei.value.errno == 3
+        with pytest.raises(XenError) as ei:
+            pc.call("evtchn_notify", handle=xe.handle, port=4000)
+        assert ei.value.errno == 107
+        xe.close()                                   # unbinds: the guest's port is unbound again
+        st = pc.call("evtchn_status", domid=dom, port=gport)[0]
+        assert st["status"] == 1 and st["a"] == 0
+    finally:
+        pc.domain_destroy(dom)
+
+
+def grant_guest(pc, cmdline=""):
+    dom = start_guest(pc, "grant-share", cmdline=cmdline)
+    pc.domain_unpause(dom)
+    ref = int(wait_for(pc, dom, r"gref (\d+)").group(1))
+    return dom, ref
+
+
+def test_dom0_maps_granted_page_both_ways(pc, events):
+    dom, ref = grant_guest(pc)
+    gd = Gntdev(pc)
+    m = gd.map(dom, [ref])
+    assert bytes(m.page()[:19]) == b"grant-share:pattern"
+    # mapping twice (same domain) is allowed, by another ref beyond the table not
+    m2 = gd.map(dom, [ref], readonly=True)
+    wait_for(pc, dom, r"gref")
+    for bad_ref, status in ((512, "bad_gntref"), (0, "general_error"), (3, "general_error")):
+        with pytest.raises(XenError) as ei:
+            gd.map(dom, [bad_ref])
+        assert f"GNTST_{status}" in str(ei.value)
+    with pytest.raises(XenError) as ei:
+        gd.map(9999, [ref])
+    assert "GNTST_bad_domain" in str(ei.value)
+    m.page()[:15] = b"peer:from dom0\0"
+    wait_for(pc, dom, r'peer wrote "peer:from dom0"')
+    wait_for(pc, dom, r"revoke refused while mapped \(flags 0x19\)")   # permit|reading|writing
+    handles = list(m.handles)
+    assert m.unmap() == [g.GNTST_okay]
+    assert gd.unmap_handles(handles) == [g.GNTST_bad_handle]              # unmap twice
+    time.sleep(0.05)
+    assert "revoked" not in console(pc, dom)                              # m2 still maps it
+    assert m2.unmap() == [g.GNTST_okay]
+    ev, out = finish(pc, events, dom)
+    assert "grant-share: revoked (0), flags now 0x0" in out, out
+    gd.close()
+
+
+def test_grant_copy_both_ways_and_bad_args(pc, events):
+    dom, ref = grant_guest(pc)
+    gd = Gntdev(pc)
+    seg = lambda src, dst, n: {"source": src, "dest": dst, "len": n}
+    gref = lambda off: {"ref": ref, "domid": dom, "offset": off}
+    assert gd.copy([seg(gref(0), {"buf": 100}, 19)]) == [g.GNTST_okay]
+    assert bytes(gd.buf[100:119]) == b"grant-share:pattern"
+    gd.buf[0:16] = b"peer:copied in\0\0"
+    assert gd.copy([seg({"buf": 0}, gref(0), 16),
+                    seg(gref(4090), {"buf": 0}, 10),          # across the page end
+                    seg(gref(0), {"ref": 600, "domid": dom, "offset": 0}, 8),
+                    seg({"ref": ref, "domid": 4321, "offset": 0}, {"buf": 0}, 8)]) == [
+        g.GNTST_okay, g.GNTST_bad_copy_arg, g.GNTST_bad_gntref, g.GNTST_bad_domain]
+    ev, out = finish(pc, events, dom)
+    assert 'peer wrote "peer:copied in"' in out
+    assert "revoked (0)" in out                                # copies leave no pin behind
+    gd.close()
+
+
+def test_readonly_grant(pc, events, core):
+    dom, ref = grant_guest(pc, "readonly=1")
+    gd = Gntdev(pc)
+    with pytest.raises(XenError) as ei:
+        gd.map(dom, [ref])                                     # write-pin of a r/o grant
+    assert "GNTST_general_error" in str(ei.value)
+    assert gd.copy([{"source": {"buf": 0}, "dest": {"ref": ref, "domid": dom, "offset": 0},
+                     "len": 4}]) == [g.GNTST_general_error]
+    m = gd.map(dom, [ref], readonly=True)
+    assert bytes(m.page()[:19]) == b"grant-share:pattern"
+    # a write through the read-only mapping faults (in a child process)
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from dom0.privcmd import Privcmd; from dom0.gntdev import Gntdev\n"
+            "gd = Gntdev(Privcmd(%r)); m = gd.map(%d, [%d], readonly=True)\n"
+            "print('mapped', flush=True); m.page()[0] = 0x41\n") % (ROOT, core.run_dir, dom, ref)
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=WAIT_S)
+    assert child.returncode != 0 and b"mapped" in child.stdout
+    assert bytes(m.page()[:5]) == b"grant"
+    m.unmap()
+    pc.domain_destroy(dom)
+    gd.close()
+
+
+def test_destroy_while_mapped_keeps_memory_until_unmap(pc, core):
+    dom, ref = grant_guest(pc)
+    gd = Gntdev(pc)
+    m = gd.map(dom, [ref])
+    pc.domain_destroy(dom)
+    assert bytes(m.page()[:19]) == b"grant-share:pattern"      # still the guest's page
+    m.page()[:4] = b"live"
+    assert bytes(m.page()[:4]) == b"live"
+    assert m.unmap() == [g.GNTST_okay]
+    gd.close()
+    time.sleep(0.1)
+    assert not [f for f in core.fds() if f"memfd:dom{dom} " in f + " "]
+    with open("/proc/self/maps") as f:
+        assert f"memfd:dom{dom} " not in f.read()
