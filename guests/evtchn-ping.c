@@ -73,6 +73,8 @@ int guest_main(void)
             if ((rc = evtchn_send(port)))
                 panic("evtchn-ping: send: %ld\n", rc);
             seen = evtchn_wait(port, seen, 0);
+            if (cmdline_u64("verbose", 0))
+                printk("evtchn-ping: %lu seen %lu\n", (unsigned long)i, seen);
         }
     }
     t1 = now_ns();

@@ -20,19 +20,18 @@ static struct idt_gate idt256[256] __attribute__((aligned(16)));
 void evtchn_do_upcall(void);
 extern char evtchn_upcall_entry[];
 
-/* Save the registers C may clobber, call the handler, iretq. */
+/* Save the registers C may clobber (and rbp, used to realign the stack),
+ * call the handler, iretq. */
 asm(".pushsection .text\n"
     ".globl evtchn_upcall_entry\n"
     "evtchn_upcall_entry:\n"
     "  push %rax; push %rcx; push %rdx; push %rsi; push %rdi\n"
-    "  push %r8; push %r9; push %r10; push %r11\n"
+    "  push %r8; push %r9; push %r10; push %r11; push %rbp\n"
     "  mov %rsp, %rbp\n"
     "  and $-16, %rsp\n"
-    "  push %rbp; push %rbp\n"
     "  call evtchn_do_upcall\n"
-    "  pop %rbp; pop %rbp\n"
     "  mov %rbp, %rsp\n"
-    "  pop %r11; pop %r10; pop %r9; pop %r8\n"
+    "  pop %rbp; pop %r11; pop %r10; pop %r9; pop %r8\n"
     "  pop %rdi; pop %rsi; pop %rdx; pop %rcx; pop %rax\n"
     "  iretq\n"
     ".popsection\n");
@@ -164,8 +163,11 @@ unsigned long evtchn_wait(evtchn_port_t port, unsigned long seen, uint64_t deadl
         }
         if (deadline_ns)
             HYPERVISOR_set_timer_op(deadline_ns);
-        /* sti's shadow covers hlt: an upcall between them is not lost. */
-        asm volatile("sti; hlt" ::: "memory");
+        /* Block with interrupts off: Xen returns once evtchn_upcall_pending
+         * is set (or the timer fires), then sti lets the upcall in. Unlike
+         * `sti; hlt` this cannot lose an upcall taken just before the hlt. */
+        HYPERVISOR_sched_op(SCHEDOP_block, NULL);
+        asm volatile("sti; nop" ::: "memory");
     }
 }
 

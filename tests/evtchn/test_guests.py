@@ -87,8 +87,6 @@ def test_guest_dom0_ping_pong(pc, events):
     xe.close()
 
 
-@pytest.mark.skip(reason="known bug: the connecting guest sometimes misses its last reply "
-                         "(lost wakeup between two emu vCPUs), which would hang the run")
 def test_guest_guest_ping_pong(pc, events):
     n = 30
     a = start_guest(pc, "evtchn-ping", cmdline=f"count={n}")
