@@ -73,6 +73,7 @@ class Backendd:
         self.kinds = kinds or default_kinds()
         self.devices: dict[tuple[str, int, int], object] = {}
         self.failed: set[tuple[str, int, int]] = set()
+        self.removed: set[tuple[str, int, int]] = set()
         self.jobs: queue.Queue = queue.Queue()
         self.stopping = False
         self.switch_only = False
@@ -93,7 +94,8 @@ class Backendd:
                         continue
                     key = (kind, int(dom), int(dev))
                     seen.add(key)
-                    if key not in self.devices and key not in self.failed:
+                    if key not in self.devices and key not in self.failed \
+                            and key not in self.removed:
                         self._probe(key, cls)
         for key in list(self.devices):
             dev = self.devices[key]
@@ -104,7 +106,9 @@ class Backendd:
                 dev.fail(str(e))
             if dev.gone:
                 del self.devices[key]
+                self.removed.add(key)     # until the toolstack removes its directory
         self.failed &= seen
+        self.removed &= seen
 
     def _probe(self, key, cls) -> None:
         kind, domid, devid = key

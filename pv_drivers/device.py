@@ -153,7 +153,9 @@ class Device:
     def perform(self, actions, write: bool = True) -> None:
         for act in actions:
             if isinstance(act, Switch):
-                if write:
+                # As __xenbus_switch_state: never recreate a state node the
+                # toolstack has already removed.
+                if write and self.xs.read(f"{self.bpath}/state") is not None:
                     self.bwrite("state", int(act.state))
             elif isinstance(act, Connect):
                 try:

@@ -29,6 +29,7 @@ from xen_core.abi.layout import (PAGE_SIZE, SPECIALPAGE_CONSOLE, SPECIALPAGE_XEN
 from .builder.elf import BuildError
 from .builder.pvh import build_pvh
 from .config import DomainConfig, to_json
+from . import pvdevices
 from .domains import Session, save_userdata
 from .xs import PyXSError
 from .boot import boot_state_json
@@ -83,7 +84,7 @@ def create_domain(sess: Session, d_config: DomainConfig, paused: bool = False) -
                           f"{free_kb // 1024} MiB are free")
     try:
         image = build_pvh(b.kernel, target_kb * 1024, cmdline=b.cmdline or "",
-                          ramdisk=b.ramdisk)
+                          ramdisk=b.ramdisk, acpi=b.acpi, vcpus=b.max_vcpus or 1)
     except (BuildError, OSError) as e:
         raise CreateError(f"{b.kernel}: {e}") from None
 
@@ -107,6 +108,10 @@ def create_domain(sess: Session, d_config: DomainConfig, paused: bool = False) -
         build_post(sess, domid, d_config, vm_path, target_kb, max_kb,
                    store_gfn, store_port)
         console_add(sess, domid, console_gfn, console_port)
+        try:
+            pvdevices.add_all(sess.xs, domid, d_config)     # disks, then vifs
+        except pvdevices.DeviceError as e:
+            raise CreateError(str(e)) from None
         save_userdata(sess.rdir, domid, to_json(d_config))
         if not paused:
             pc.domain_unpause(domid)

@@ -102,6 +102,10 @@ from .xl_domain import COMMANDS  # noqa: E402  (the group must exist first)
 
 for _cmd in COMMANDS:
     main.add_command(_cmd)
+from .xl_pvdevices import COMMANDS as PV_DEVICE_COMMANDS  # noqa: E402
+
+for _cmd in PV_DEVICE_COMMANDS:
+    main.add_command(_cmd)
 
 
 def run(argv=None):
