@@ -110,7 +110,8 @@ class Session:
         except PyXSError:
             pass                         # never introduced (or already gone)
         for path in (f"/local/domain/{domid}", f"/libxl/{domid}",
-                     f"/local/domain/0/backend/console/{domid}"):
+                     f"/local/domain/0/backend/console/{domid}",
+                     f"/local/domain/0/backend/vbd/{domid}", f"/local/domain/0/backend/vif/{domid}"):
             self.xs.rm(path)
         if vm and vm.startswith("/vm/"):
             self.xs.rm(vm)

@@ -71,3 +71,6 @@ def test_devices_on_create_attach_list_detach(dom0, tmp_path):
     assert bad.returncode != 0 and "no vbd" in bad.stderr
     assert dom0.pid("xen-backendd") is not None
     dom0.xl("destroy", "dev1")
+    for kind in ("vbd", "vif"):     # libxl_domain_destroy removes the backends too
+        assert xs(dom0, "xenstore-ls", f"/local/domain/0/backend/{kind}/{domid}",
+                  check=False).returncode != 0
