@@ -18,6 +18,7 @@ from xen_core.abi.netif import (NETIF_RSP_ERROR, NETIF_RSP_NULL,
                                 NETIF_RSP_OKAY, NETRXF_more_data,
                                 NETTXF_extra_info, NETTXF_more_data)
 
+from .csum import complete_checksum
 from .grants import PAGE_SIZE, GrantAccess, GrantError
 from .ring import BackRing, RingProtocolError
 
@@ -92,6 +93,14 @@ class NetBackend:
             self.stats["tx_errors"] += 1
         for rid, st in responses:
             self.tx.put_response(netif.TX_RESPONSE.pack(rid, status if st is None else st))
+        if status == NETIF_RSP_OKAY and first[2] & netif.NETTXF_csum_blank:
+            try:
+                frame = complete_checksum(frame)
+            except ValueError as e:
+                # netback answers OKAY and drops it (checksum_setup failed)
+                log.debug("%s: tx packet dropped: %s", self.name, e)
+                self.stats["tx_errors"] += 1
+                return
         if status == NETIF_RSP_OKAY:
             self.stats["tx_packets"] += 1
             self.deliver(frame)
