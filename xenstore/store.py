@@ -325,9 +325,15 @@ class Store:
         if not perm_for_conn(conn, node.perms) & PERM_WRITE:
             raise XsError("EACCES")
         parent = self._get(tx, ppath)
+        name = basename(path)
+        if name not in parent.children:
+            # Only in a transaction: its copy of the parent predates the
+            # node's creation outside it (so the commit will fail with
+            # EAGAIN).  xenstored's delete_child() answers EIO; refuse
+            # before touching anything.
+            raise XsError("EIO", f"{path} is not a child of {ppath} in this transaction")
         self._delete_tree(conn, tx, path, node, top=True)
         parent = self._writable(tx, ppath, parent)
-        name = basename(path)
         parent.children.remove(name)
         if tx is None:
             self._mem(parent.perms[0][0], -(len(name) + 1))

@@ -166,6 +166,22 @@ def test_transaction_child_add_conflicts(store, dom0):
     assert err(store.transaction_end, dom0, tx, True) == "EAGAIN"
 
 
+def test_transaction_rm_of_child_created_outside(store, dom0):
+    # The transaction's copy of /p predates /p/theirs: removing it there is
+    # EIO (xenstored's delete_child), changes nothing, and the commit fails.
+    other = store.connect(0)
+    store.mkdir(dom0, None, "/p")
+    tx = store.lookup_tx(dom0, store.transaction_start(dom0, None))
+    store.write(dom0, tx, "/p/mine", b"1")
+    store.write(other, None, "/p/theirs/deep", b"1")
+    before = dict(tx.changes), dict(tx.nodedelta)
+    assert err(store.rm, dom0, tx, "/p/theirs") == "EIO"
+    assert (tx.changes, tx.nodedelta) == before
+    assert err(store.transaction_end, dom0, tx, True) == "EAGAIN"
+    assert store.read(dom0, None, "/p/theirs/deep") == b"1"
+    assert store.check() == []
+
+
 def test_transaction_nonexistent_read_conflicts_with_create(store, dom0):
     other = store.connect(0)
     tx = store.lookup_tx(dom0, store.transaction_start(dom0, None))
