@@ -17,7 +17,7 @@ from xen_core.abi.blkif import (BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE,
                                 BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR,
                                 BLKIF_RSP_OKAY, XEN_SECTOR_SIZE)
 
-from .grants import GrantAccess, GrantError
+from .grants import GrantAccess, GrantError, copy_from_many, copy_to_many
 from .ring import BackRing
 
 log = logging.getLogger("xen-backendd.vbd")
@@ -117,14 +117,15 @@ class BlkBackend:
         if nseg == 0 or nseg > self.features.max_indirect_segments:
             raise RequestError(f"bad number of indirect segments {nseg}")
         per = blkif.SEGMENTS_PER_INDIRECT_FRAME
-        segs = []
+        pages = []
         for page in range((nseg + per - 1) // per):
             gref = int.from_bytes(req[blkif.INDIRECT_GREFS_OFFSET + 4 * page:
                                       blkif.INDIRECT_GREFS_OFFSET + 4 * page + 4], "little")
-            count = min(per, nseg - page * per)
-            frame = self.grants.copy_from(gref, 0, count * blkif.SEGMENT.size)
+            pages.append((gref, 0, min(per, nseg - page * per) * blkif.SEGMENT.size))
+        segs = []
+        for frame in copy_from_many(self.grants, pages):
             segs += [blkif.SEGMENT.unpack_from(frame, i * blkif.SEGMENT.size)
-                     for i in range(count)]
+                     for i in range(len(frame) // blkif.SEGMENT.size)]
         self._rw(op, sector, segs)
 
     def _rw(self, op: int, sector: int, segs) -> None:
@@ -140,17 +141,18 @@ class BlkBackend:
                 raise RequestError("write to a read-only device")
             # Every segment is fetched before anything reaches the image: a
             # bad grant fails the request without a partial write.
-            data = b"".join(self.grants.copy_from(gref, first * XEN_SECTOR_SIZE,
-                                                  (last - first + 1) * XEN_SECTOR_SIZE)
-                            for gref, first, last, _ in segs)
+            data = b"".join(copy_from_many(self.grants, [
+                (gref, first * XEN_SECTOR_SIZE, (last - first + 1) * XEN_SECTOR_SIZE)
+                for gref, first, last, _ in segs]))
             self.image.pwrite(offset, data)
         else:
             data = self.image.pread(offset, nsects * XEN_SECTOR_SIZE)
-            pos = 0
+            out, pos = [], 0
             for gref, first, last, _ in segs:
                 n = (last - first + 1) * XEN_SECTOR_SIZE
-                self.grants.copy_to(gref, first * XEN_SECTOR_SIZE, data[pos:pos + n])
+                out.append((gref, first * XEN_SECTOR_SIZE, data[pos:pos + n]))
                 pos += n
+            copy_to_many(self.grants, out)
 
     def _flush(self, req: bytes, op: int) -> None:
         offered = self.features.flush if op == BLKIF_OP_FLUSH_DISKCACHE else self.features.barrier

@@ -96,6 +96,7 @@ class Device:
         self.fpath = self.xs.read(f"{bpath}/frontend")
         self.sm = BackendXenbus()
         self.queues = []
+        self.srings = []          # released before their queue unmaps the pages
         self.threads: list[QueueThread] = []
         self.gone = False
 
@@ -179,9 +180,14 @@ class Device:
                 self.gone = True
                 log.info("%s: removed", self.name)
 
+    def shared_ring(self, pages, entry_size: int):
+        from .ring import SharedRing
+        ring = SharedRing(pages, entry_size)
+        self.srings.append(ring)
+        return ring
+
     def start_queue(self, queue, serve, label: str) -> QueueThread:
         t = QueueThread(self, queue, serve, f"{self.name}-{label}")
-        self.queues.append(queue)
         self.threads.append(t)
         t.start()
         return t
@@ -190,6 +196,9 @@ class Device:
         for t in self.threads:
             t.stop()
         self.threads = []
+        for r in self.srings:
+            r.release()
+        self.srings = []
         for q in self.queues:
             q.close()
         self.queues = []

@@ -28,3 +28,21 @@ class GrantAccess(Protocol):
 def check_span(offset: int, length: int) -> None:
     if offset < 0 or length < 0 or offset + length > PAGE_SIZE:
         raise GrantError(f"span {offset}+{length} crosses the page")
+
+
+def copy_from_many(grants, segs) -> list[bytes]:
+    """[(gref, offset, length)] -> data each; one batched grant copy when
+    the implementation offers it (a request's segments in one round trip)."""
+    many = getattr(grants, "copy_from_many", None)
+    if many is not None:
+        return many(segs)
+    return [grants.copy_from(*seg) for seg in segs]
+
+
+def copy_to_many(grants, segs) -> None:
+    """[(gref, offset, data)]."""
+    many = getattr(grants, "copy_to_many", None)
+    if many is not None:
+        return many(segs)
+    for seg in segs:
+        grants.copy_to(*seg)

@@ -45,6 +45,13 @@ class SharedRing:
         self.entry_size = entry_size
         self.size = ring_size(sum(len(p) for p in pages), entry_size)
 
+    def release(self) -> None:
+        """Drop our views of the pages (before they are unmapped)."""
+        for p in self.pages:
+            p.release()
+        self.buf.release()
+        self.pages = []
+
     def _get(self, off: int) -> int:
         return RING_IDX.unpack_from(self.buf, off)[0]
 

@@ -56,6 +56,53 @@ class XenQueue:
         if st[0] != 0:
             raise GrantError(f"grant copy to gref {gref}: GNTST {st[0]}")
 
+    def copy_from_many(self, segs) -> list[bytes]:
+        out = []
+        for batch in self._batches(segs, lambda s: s[2]):
+            ops, pos = [], 0
+            for gref, offset, length in batch:
+                check_span(offset, length)
+                ops.append({"source": {"ref": gref, "domid": self.domid, "offset": offset},
+                            "dest": {"buf": pos}, "len": length})
+                pos += length
+            self._check(self.gd.copy(ops), batch)
+            pos = 0
+            for _, _, length in batch:
+                out.append(bytes(self.gd.buf[pos:pos + length]))
+                pos += length
+        return out
+
+    def copy_to_many(self, segs) -> None:
+        for batch in self._batches(segs, lambda s: len(s[2])):
+            ops, pos = [], 0
+            for gref, offset, data in batch:
+                check_span(offset, len(data))
+                self.gd.buf[pos:pos + len(data)] = data
+                ops.append({"source": {"buf": pos},
+                            "dest": {"ref": gref, "domid": self.domid, "offset": offset},
+                            "len": len(data)})
+                pos += len(data)
+            self._check(self.gd.copy(ops), batch)
+
+    def _batches(self, segs, size):
+        """Runs of segments that fit the bounce buffer together."""
+        batch, used = [], 0
+        for seg in segs:
+            n = size(seg)
+            if batch and used + n > self.gd.buf_size:
+                yield batch
+                batch, used = [], 0
+            batch.append(seg)
+            used += n
+        if batch:
+            yield batch
+
+    @staticmethod
+    def _check(status, batch) -> None:
+        for st, seg in zip(status, batch):
+            if st != 0:
+                raise GrantError(f"grant copy with gref {seg[0]}: GNTST {st}")
+
     def fileno(self) -> int:
         return self.xe.fd()
 

@@ -19,7 +19,7 @@ from .blkback import BlkBackend, Features
 from .device import Device, DeviceError
 from .image import ImageError, RawImage
 from .nbd import NbdImage
-from .ring import BackRing, SharedRing
+from .ring import BackRing
 from .transport import TransportError
 
 MAX_QUEUES = 4
@@ -100,7 +100,8 @@ class VbdDevice(Device):
                 q = self.transport.open(self.domid, [refs], [port])
             except TransportError as e:
                 raise DeviceError(f"queue {i}: {e}") from None
-            ring = BackRing(SharedRing(q.rings[0], blkif.ENTRY_SIZE))
+            self.queues.append(q)              # closed on failure from here on
+            ring = BackRing(self.shared_ring(q.rings[0], blkif.ENTRY_SIZE))
             back = BlkBackend(ring, q, self.image, self.features, name=f"{self.name}q{i}")
             self.start_queue(q, back.process, f"q{i}")
 

@@ -20,7 +20,7 @@ from xen_core.abi import netif
 
 from .device import Device, DeviceError
 from .netback import NetBackend
-from .ring import BackRing, SharedRing
+from .ring import BackRing
 from .switch import Switch
 from .tap import TapError, open_tap
 from .transport import TransportError
@@ -100,8 +100,9 @@ class VifDevice(Device):
             q = self.transport.open(self.domid, [[tx_ref], [rx_ref]], ports)
         except TransportError as e:
             raise DeviceError(str(e)) from None
-        self.back = NetBackend(BackRing(SharedRing(q.rings[0], netif.TX_ENTRY_SIZE)),
-                               BackRing(SharedRing(q.rings[1], netif.RX_ENTRY_SIZE)),
+        self.queues.append(q)
+        self.back = NetBackend(BackRing(self.shared_ring(q.rings[0], netif.TX_ENTRY_SIZE)),
+                               BackRing(self.shared_ring(q.rings[1], netif.RX_ENTRY_SIZE)),
                                q, self._to_world, sg=self.fread_int("feature-sg", 0) == 1,
                                name=self.name)
         back = self.back
