@@ -30,7 +30,7 @@ from dom0.foreignmemory import ForeignMapping
 from dom0.privcmd import Privcmd, XenError, run_dir_socket
 from xen_core.abi import privif
 from toolstack.builder.elf import BuildError
-from toolstack.builder.pvh import build_pvh
+from toolstack.builder.pvh import accel_refusal, build_pvh
 
 EXIT_BUILD_FAILED = 125
 EXIT_INTERRUPTED = 130
@@ -76,7 +76,10 @@ def boot_state_json(state) -> dict:
 def create_pvh_domain(pc: Privcmd, kernel: str, memory_bytes: int, cmdline: str = "",
                       ramdisk: str | None = None, max_vcpus: int = 1) -> int:
     """Build a paused PVH domain; returns its domid (destroyed on failure)."""
-    image = build_pvh(kernel, memory_bytes, cmdline=cmdline, ramdisk=ramdisk)
+    image = build_pvh(kernel, memory_bytes, cmdline=cmdline, ramdisk=ramdisk, vcpus=max_vcpus)
+    why = accel_refusal(image, pc.hello().get("accel", ""))
+    if why:
+        raise BuildError(why)
     domid = pc.domain_create(max_memory=memory_bytes, max_vcpus=max_vcpus)
     try:
         pc.populate_physmap(domid, [(0, memory_bytes // PAGE_SIZE)])

@@ -27,7 +27,7 @@ from xen_core.abi.layout import (PAGE_SIZE, SPECIALPAGE_CONSOLE, SPECIALPAGE_XEN
                                  special_pfn)
 
 from .builder.elf import BuildError
-from .builder.pvh import build_pvh
+from .builder.pvh import accel_refusal, build_pvh
 from .config import DomainConfig, to_json
 from . import pvdevices
 from .domains import Session, save_userdata
@@ -87,6 +87,9 @@ def create_domain(sess: Session, d_config: DomainConfig, paused: bool = False) -
                           ramdisk=b.ramdisk, acpi=b.acpi, vcpus=b.max_vcpus or 1)
     except (BuildError, OSError) as e:
         raise CreateError(f"{b.kernel}: {e}") from None
+    why = accel_refusal(image, sess.pc.hello().get("accel", ""))
+    if why:
+        raise CreateError(f"{b.kernel}: {why}")
 
     uuid = uuidlib.UUID(c.uuid) if c.uuid else uuidlib.uuid4()
     try:

@@ -11,6 +11,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
+from .abi import hvm as hvmabi
 from .abi import shared_info as si
 from .abi import vcpu as vabi
 from .abi.cpuid import HYPERCALL_PAGE_MSR
@@ -130,6 +131,9 @@ class VCPU:
                 result, why = RunResult.ERROR, f"engine error: {e}"
             else:
                 why = result.value
+                detail = getattr(self.engine, "error", "")
+                if result is RunResult.ERROR and detail:
+                    why = f"{why} ({detail})"
             if result is not RunResult.STOPPED:
                 log.warning("d%dv%d: %s, crashing the domain", d.domid, self.id, why)
                 d.crash(f"vcpu{self.id}: {why}")
@@ -271,6 +275,7 @@ class VCPU:
     # -- ExitHandler ---------------------------------------------------------
     def hypercall(self, engine_vcpu, nr: int, args) -> int:
         rc = _dispatch(self, nr, args)
+        self.assert_evtchn_irq()
         d = self.domain
         if d.pause_count and not d.dying and not d.is_shut_down():
             self.engine.request_stop()   # paused meanwhile: leave at this clean point
@@ -293,7 +298,26 @@ class VCPU:
 
     def halt(self, engine_vcpu) -> None:
         # hlt wakes on an interrupt: the engine's pending vector, a timer, an event.
+        if self.assert_evtchn_irq():
+            return
         self.block()
+        self.assert_evtchn_irq()
+
+    def assert_evtchn_irq(self) -> bool:
+        """Xen's hvm_vcpu_has_pending_irq for the callback vector: it is
+        asserted for as long as vcpu_info.evtchn_upcall_pending is set (a
+        level, checked at each VM entry), not only when the flag goes 0 -> 1
+        (the guest may set the vector after events were marked pending, as
+        Linux does after register_vcpu_info). Checked here at hypercall
+        returns and hlt. True when the vector was requested."""
+        via = self.domain.hvm_params[hvmabi.HVM_PARAM_CALLBACK_IRQ]
+        if via >> hvmabi.HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT != hvmabi.HVM_PARAM_CALLBACK_TYPE_VECTOR:
+            return False
+        vector = via & 0xFF
+        if vector < 0x10 or not self.vcpu_info_byte(si.VCPU_INFO_UPCALL_PENDING):
+            return False
+        self.engine.request_interrupt(vector)
+        return True
 
 
 def _dispatch(v, nr, args):

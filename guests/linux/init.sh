@@ -11,6 +11,13 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo "PYXEN-INIT-OK $(uname -r)"
+# No serial or hvc console (a PVH guest with console_io only: earlyprintk=xen
+# keep_bootcon): /dev/console is the dummy tty0, so the marker also goes
+# into the kernel log, which the boot console carries.
+active=$(cat /sys/class/tty/console/active 2>/dev/null)
+if [ -z "$active" ] || [ "$active" = tty0 ]; then
+    echo "PYXEN-INIT-OK $(uname -r)" > /dev/kmsg
+fi
 
 # Modules in dependency order (written by the builder from each .ko's
 # depends= field).  Ones that do not apply here (xen-* under QEMU, PCI

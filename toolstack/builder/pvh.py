@@ -10,6 +10,7 @@ Guest-physical layout (RAM is one block [0, memory)):
     one page-aligned block above that:
         hvm_start_info | modlist | memmap | cmdline\\0
     ...
+    with acpi: the ACPI tables in RAM's last page, typed ACPI in the memmap
     special pages, reserved in the memmap (xen_core.abi.layout)
 
 Boot state per the PVH ABI: 32-bit flat protected mode, paging off,
@@ -24,6 +25,7 @@ from xen_core.abi.layout import (LOWMEM_LIMIT, PAGE_SIZE, SPECIAL_REGION_END,
                                  SPECIAL_REGION_START)
 from xen_core.accel.base import BootState, CpuMode
 
+from .acpi import acpi_tables
 from .elf import BuildError, KernelElf, load_kernel
 
 
@@ -39,14 +41,39 @@ class PvhImage:
     ramdisk_gpa: int = 0
     ramdisk_size: int = 0
 
+    @property
+    def direct_hypercalls(self) -> bool:
+        """The kernel issues vmcall/vmmcall itself instead of calling into a
+        hypercall page: Linux does in PVH mode (XEN_ELFNOTE_GUEST_OS "linux")."""
+        return self.notes.get("GUEST_OS") == "linux"
+
+
+def accel_refusal(image: PvhImage, accel: str) -> str | None:
+    """Why `image` cannot run on engine `accel`, or None. KVM hands no
+    vmcall/vmmcall to user space (an unknown vmmcall is even looped inside
+    the kernel): such a guest would hang at its first hypercall."""
+    if accel == "kvm" and image.direct_hypercalls:
+        return ("a Linux kernel makes its hypercalls with vmcall/vmmcall, which KVM "
+                "cannot pass to the hypervisor here (the guest would hang): run the "
+                "core with --accel emu")
+    return None
+
 
 def _page_up(x: int) -> int:
     return (x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
 
-def memory_map(memory_bytes: int) -> list[tuple[int, int, int]]:
+def memory_map(memory_bytes: int, acpi: bool = False) -> list[tuple[int, int, int]]:
     """E820 for a PVH domain: RAM [0, memory) and the special pages
-    reserved. RAM never reaches the special region (LOWMEM_LIMIT)."""
+    reserved. RAM never reaches the special region (LOWMEM_LIMIT). With
+    `acpi`, RAM's last page holds the ACPI tables."""
+    if acpi:
+        return [
+            (0, memory_bytes - PAGE_SIZE, abi.XEN_HVM_MEMMAP_TYPE_RAM),
+            (memory_bytes - PAGE_SIZE, PAGE_SIZE, abi.XEN_HVM_MEMMAP_TYPE_ACPI),
+            (SPECIAL_REGION_START, SPECIAL_REGION_END - SPECIAL_REGION_START,
+             abi.XEN_HVM_MEMMAP_TYPE_RESERVED),
+        ]
     return [
         (0, memory_bytes, abi.XEN_HVM_MEMMAP_TYPE_RAM),
         (SPECIAL_REGION_START, SPECIAL_REGION_END - SPECIAL_REGION_START,
@@ -90,13 +117,25 @@ def _read_ramdisk(path: str) -> bytes:
 
 
 def build_pvh(kernel: str, memory_bytes: int, cmdline: str = "",
-              ramdisk: str | None = None) -> PvhImage:
-    """Lay out a PVH domain of `memory_bytes` RAM. Raises BuildError."""
+              ramdisk: str | None = None, acpi: bool | None = None,
+              vcpus: int = 1) -> PvhImage:
+    """Lay out a PVH domain of `memory_bytes` RAM. Raises BuildError.
+    `acpi`: ACPI tables (a MADT for `vcpus` vCPUs), as libxl gives PVH
+    guests; Linux needs them to arm its Xen timer. None: for a kernel whose
+    XEN_ELFNOTE_GUEST_OS is "linux" only (the small test guests probe
+    where RAM ends)."""
     _check_memory(memory_bytes)
     k = load_kernel(kernel)
-    entry = _check_kernel(k, memory_bytes)
+    if acpi is None:
+        acpi = k.notes.get("GUEST_OS") == "linux"
+    ram_end = memory_bytes - PAGE_SIZE if acpi else memory_bytes
+    entry = _check_kernel(k, ram_end)
     if "\0" in cmdline:
         raise BuildError("cmdline: contains a NUL byte")
+    try:
+        cmdline.encode()
+    except UnicodeEncodeError as e:
+        raise BuildError(f"cmdline: not encodable as UTF-8 ({e.reason})") from None
 
     segments = [(s.paddr, s.data + bytes(s.memsz - len(s.data))) for s in k.segments]
     free = _page_up(max(s.end for s in k.segments))
@@ -111,7 +150,7 @@ def build_pvh(kernel: str, memory_bytes: int, cmdline: str = "",
         free = _page_up(free + len(data))
 
     # The boot block: start info, then its arrays, then the string.
-    memmap = memory_map(memory_bytes)
+    memmap = memory_map(memory_bytes, acpi)
     start_info_gpa = free
     modlist_gpa = start_info_gpa + abi.HVM_START_INFO.size
     memmap_gpa = modlist_gpa + len(modules)
@@ -123,13 +162,16 @@ def build_pvh(kernel: str, memory_bytes: int, cmdline: str = "",
         modlist_paddr=modlist_gpa if modules else 0,
         cmdline_paddr=cmdline_gpa,
         memmap_paddr=memmap_gpa,
-        memmap_entries=len(memmap))
+        memmap_entries=len(memmap),
+        rsdp_paddr=ram_end if acpi else 0)
     block = start_info + modules + memmap_bytes + cmdline_bytes
-    if start_info_gpa + len(block) > memory_bytes:
+    if start_info_gpa + len(block) > ram_end:
         raise BuildError(f"memory {memory_bytes >> 20} MiB: too small for kernel "
                          f"{kernel}, ramdisk and boot data "
                          f"({start_info_gpa + len(block):#x} bytes needed)")
     segments.append((start_info_gpa, block))
+    if acpi:
+        segments.append((ram_end, acpi_tables(ram_end, vcpus)))
 
     return PvhImage(
         segments=segments,

@@ -28,6 +28,7 @@ CDEF = """
 #define EMU_MODE_FLAT32 0
 #define EMU_MODE_LONG64 1
 #define EMU_PRIV_GPA ...
+#define EMU_LAPIC_GPA ...
 
 struct emu_exit {
     int kind;

@@ -81,6 +81,13 @@ static int call_python(struct emu_vcpu *v, uc_engine *uc)
     int rc = emu_py_exit(v->token);
     v->in_py_hook = 0;
     cpu_lock(v);
+    /* The handler may have called into unicorn (mapping, unmapping or
+     * invalidating memory): unicorn resolves the range as a virtual
+     * address, and a miss there leaves QEMU's exception-in-flight marker
+     * at #PF (measured: Linux's memory_op), turning the guest's next #PF
+     * into #DF. Nothing is in flight at a hook: clear it. */
+    if (uc)
+        ctx_clear_in_flight(v);
     if (rc != 0) {
         set_err(v, "exit handler raised (kind %d)", v->exit.kind);
         v->reason = R_ERROR;
@@ -712,6 +719,13 @@ struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, uint64_t token, cha
         return NULL;
     }
     build_priv_page(v->priv);
+    if (posix_memalign((void **)&v->lapic, 4096, 4096) != 0) {
+        snprintf(err, errlen, "out of memory");
+        free(v->priv);
+        free(v);
+        return NULL;
+    }
+    build_lapic_page(v->lapic, id);
     uc_err e = uc_open(UC_ARCH_X86, UC_MODE_64, &v->uc);
     /* Unicorn reserves 1 GiB of translation buffer per engine by default;
      * one vCPU needs far less (when full, QEMU flushes and retranslates). */
@@ -721,6 +735,8 @@ struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, uint64_t token, cha
         e = uc_context_alloc(v->uc, &v->ctx);
     if (e == UC_ERR_OK)
         e = uc_mem_map_ptr(v->uc, EMU_PRIV_GPA, 4096, UC_PROT_READ | UC_PROT_EXEC, v->priv);
+    if (e == UC_ERR_OK)
+        e = uc_mem_map_ptr(v->uc, EMU_LAPIC_GPA, 4096, UC_PROT_READ | UC_PROT_WRITE, v->lapic);
     if (e == UC_ERR_OK && add_hooks(v) != 0)
         e = UC_ERR_HOOK;
     if (e != UC_ERR_OK) {
@@ -741,6 +757,7 @@ void emu_vcpu_free(struct emu_vcpu *v)
         uc_close(v->uc);
     pthread_mutex_destroy(&v->mu);
     free(v->priv);
+    free(v->lapic);
     free(v);
 }
 

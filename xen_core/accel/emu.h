@@ -26,6 +26,13 @@
  * the last page below 4 GiB, where a PVH guest has nothing. */
 #define EMU_PRIV_GPA 0xFFFFF000ULL
 
+/* Local APIC register page (the architectural default base): a guest
+ * that reads it before it knows it is a Xen guest (Linux: ID, version,
+ * LVTs, SVR, TPR) finds a masked, idle LAPIC. Per vCPU, plain memory:
+ * writes stick, nothing is emulated behind it (event delivery is the
+ * callback vector, not the LAPIC). */
+#define EMU_LAPIC_GPA 0xFEE00000ULL
+
 /* One exit for Python; `value` carries the answer back (rax for a
  * hypercall, the value read for `in`). */
 struct emu_exit {

@@ -31,6 +31,8 @@ else:
 PAGE_SIZE = 4096
 # Engine-private page (boot trampoline and flat GDT), see emu.h.
 EMU_PRIV_GPA = 0xFFFFF000
+# Per-vCPU local APIC register page (emu.h EMU_LAPIC_GPA).
+EMU_LAPIC_GPA = 0xFEE00000
 
 _RESULTS = {}
 if lib is not None:
@@ -229,9 +231,10 @@ class EmuMachine:
     def _check_range(self, gpa: int, size: int) -> None:
         if gpa % PAGE_SIZE or size % PAGE_SIZE or size <= 0:
             raise ValueError(f"range {gpa:#x}+{size:#x} is not page aligned")
-        if gpa < EMU_PRIV_GPA + PAGE_SIZE and gpa + size > EMU_PRIV_GPA:
-            raise ValueError(f"range {gpa:#x}+{size:#x} overlaps the engine page "
-                             f"at {EMU_PRIV_GPA:#x}")
+        for page in (EMU_PRIV_GPA, EMU_LAPIC_GPA):
+            if gpa < page + PAGE_SIZE and gpa + size > page:
+                raise ValueError(f"range {gpa:#x}+{size:#x} overlaps the engine page "
+                                 f"at {page:#x}")
 
     def map_memory(self, gpa: int, size: int, host_addr: int) -> None:
         self._check_range(gpa, size)

@@ -75,6 +75,7 @@ struct emu_vcpu {
     uc_engine *uc;
     struct emu_machine *m;
     uint8_t *priv; /* this vCPU's EMU_PRIV_GPA page, host side */
+    uint8_t *lapic; /* this vCPU's EMU_LAPIC_GPA page */
     int id;
     uint64_t token; /* names the Python EmuVcpu (cheaper than a cffi handle) */
     uc_context *ctx;
@@ -146,6 +147,7 @@ EMU_INTERNAL bool vector_has_error_code(int vec);
 EMU_INTERNAL int raise_event(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bool soft);
 EMU_INTERNAL int do_syscall(struct emu_vcpu *v);
 EMU_INTERNAL void build_priv_page(uint8_t *pg);
+EMU_INTERNAL void build_lapic_page(uint8_t *pg, int vcpu_id);
 /* emu.c */
 EMU_INTERNAL void forget_scans(struct emu_vcpu *v);
 

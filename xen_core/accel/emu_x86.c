@@ -351,6 +351,20 @@ void build_priv_page(uint8_t *pg)
     c[n++] = 0xff; c[n++] = 0x2d; put32(c + n, base + P_JMP); n += 4;
 }
 
+/* The LAPIC's reset state as Xen's vlapic gives it (vlapic_reset):
+ * APIC ID vcpu_id * 2, version 0x50014, LVTs masked, software disabled,
+ * DFR flat. */
+void build_lapic_page(uint8_t *pg, int vcpu_id)
+{
+    memset(pg, 0, 4096);
+    put32(pg + 0x20, (uint32_t)(vcpu_id * 2) << 24); /* ID */
+    put32(pg + 0x30, 0x00050014);                     /* version, 6 LVTs */
+    put32(pg + 0xe0, 0xffffffff);                     /* DFR */
+    put32(pg + 0xf0, 0xff);                           /* SVR: vector 0xff, disabled */
+    for (int r = 0x320; r <= 0x370; r += 0x10)        /* LVT timer..error */
+        put32(pg + r, 1u << 16);
+}
+
 static uint64_t tramp_for(struct emu_vcpu *v, uint32_t entry)
 {
     uint16_t sel = 0x08;

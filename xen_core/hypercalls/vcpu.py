@@ -128,6 +128,11 @@ def do_vcpu_op(cur, cmd, vcpuid, arg, *_):
             v.timer_pending = False
         v.timer.set(timeout)   # in the past: fires at once
         return 0
+    if cmd == va.VCPUOP_stop_periodic_timer:
+        # No periodic timer is ever armed here (Xen's default period is for
+        # PV vCPUs); Linux takes success as "the vcpuop timer interface
+        # works" and uses set_singleshot_timer.
+        return 0
     if cmd == va.VCPUOP_stop_singleshot_timer:
         if v is not cur:
             return -x.EINVAL
