@@ -183,6 +183,19 @@ class RingGuest:
     write = RawClient.write
 
 
+def settle(client):
+    """Return once xenstored has handled every kick sent before this call.
+
+    A guest's notifications can go stale (xenstored notifies after writing,
+    the guest may already have read what it announced), so ``wait()`` after
+    a kick may return before xenstored saw that kick.  Two dom0 round trips
+    cannot: the FIFO was readable when the first request was polled, so its
+    callback ran in that loop iteration, before the second request is read.
+    """
+    for _ in range(2):
+        client.ok(w.XS_READ, b"/local/domain/0/domid")
+
+
 def introduce(client, daemon, domid, port=7, gfn=0xFEFFC):
     """Make /local/domain/<domid> owned by the domain, introduce it, and
     return its guest end."""
