@@ -25,6 +25,28 @@ static uint64_t value(const char *s, const char *key, uint64_t dflt)
     return dflt;
 }
 
+/* VIRQ_TIMER through the singleshot timer, and an IPI to ourselves. */
+static void selftest(void)
+{
+    evtchn_port_t tport, ipi, again;
+    struct evtchn_bind_ipi { uint32_t vcpu; evtchn_port_t port; } op = { 0, 0 };
+    long rc;
+
+    if ((rc = evtchn_bind_virq(VIRQ_TIMER, &tport)))
+        panic("evtchn-ping: bind_virq: %ld\n", rc);
+    HYPERVISOR_set_timer_op(now_ns() + 1000000);
+    evtchn_wait(tport, 0, 0);
+    printk("evtchn-ping: VIRQ_TIMER on port %u, bind again: %ld\n", tport,
+           evtchn_bind_virq(VIRQ_TIMER, &again));
+    if ((rc = HYPERVISOR_event_channel_op(EVTCHNOP_bind_ipi, &op)))
+        panic("evtchn-ping: bind_ipi: %ld\n", rc);
+    ipi = op.port;
+    evtchn_send(ipi);
+    printk("evtchn-ping: IPI on port %u: %lu\n", ipi, evtchn_wait(ipi, 0, 0));
+    evtchn_close(ipi);
+    evtchn_close(tport);
+}
+
 int guest_main(void)
 {
     char line[128];
@@ -37,6 +59,7 @@ int guest_main(void)
     if ((rc = time_init()) || (rc = evtchn_init()))
         panic("evtchn-ping: init: %ld\n", rc);
     count = cmdline_u64("count", 1000);
+    selftest();
     peer = value(args, "peer=", ~0UL);
     rport = value(args, "port=", ~0UL);
     if (peer == ~0UL) {
@@ -48,6 +71,7 @@ int guest_main(void)
         rc = evtchn_alloc_unbound(peer, &port);
         if (rc)
             panic("evtchn-ping: alloc_unbound: %ld\n", rc);
+        seen = evtchn_count(port);   /* a port number reused after the self-test */
         printk("evtchn-ping: port %u for domain %lu\n", port, (unsigned long)peer);
         t0 = now_ns();
         for (i = 0; i < count; i++) {

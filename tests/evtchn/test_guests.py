@@ -83,6 +83,8 @@ def test_guest_dom0_ping_pong(pc, events):
     assert ev["shutdown_reason"] == s.SHUTDOWN_poweroff, out
     assert f"evtchn-ping: {n} events" in out
     assert "send on free port: -22" in out and "close port: 0, send after close: -22" in out
+    assert re.search(r"VIRQ_TIMER on port \d+, bind again: -17", out), out
+    assert re.search(r"IPI on port \d+: 1\n", out), out
     # the guest closed its end: ours is unbound again, then gone with the handle
     xe.close()
 
@@ -222,3 +224,39 @@ def test_destroy_while_mapped_keeps_memory_until_unmap(pc, core):
     assert not [f for f in core.fds() if f"memfd:dom{dom} " in f + " "]
     with open("/proc/self/maps") as f:
         assert f"memfd:dom{dom} " not in f.read()
+
+
+def test_dom0_virq_dom_exc(pc):
+    xe = Evtchn(pc)
+    port = xe.bind_virq(3)                                   # VIRQ_DOM_EXC
+    with pytest.raises(XenError) as ei:
+        xe.bind_virq(3)
+    assert ei.value.errno == 17
+    dom = start_guest(pc, "hello")
+    pc.domain_unpause(dom)
+    assert xe.pending(WAIT_S) == port                        # it shut down
+    xe.unmask(port)
+    pc.domain_destroy(dom)
+    assert xe.pending(WAIT_S) == port                        # and died
+    xe.close()
+
+
+def test_xenstored_attacher(pc, events):
+    from dom0.xs_attach import PrivcmdDomainAttacher
+    dom = start_guest(pc, "evtchn-ping", cmdline="peer=0 count=2")
+    pc.domain_unpause(dom)
+    gport = int(wait_for(pc, dom, r"port (\d+) for domain 0").group(1))
+    at = PrivcmdDomainAttacher(pc)
+    page = at.map_store_page(dom, 0x100)
+    notify, efd = at.bind_evtchn(dom, gport)
+    assert os.eventfd_read(efd) == 1                         # the binding's own event
+    for _ in range(2):
+        notify()
+        import select
+        assert select.select([efd], [], [], WAIT_S)[0]
+        os.eventfd_read(efd)
+    page[0:1] = page[0:1]                                    # writable
+    at.release(dom)
+    ev, out = finish(pc, events, dom)
+    assert "evtchn-ping: 2 events" in out
+    at.close()
