@@ -1,5 +1,5 @@
 """Event round trip guest <-> dom0 (evtchn-ping on the software CPU and a
-dom0 process on a dom0 evtchn handle) next to an eventfd ping-pong between
+dom0 process on a dom0 evtchn handle) and guest <-> guest, next to an eventfd ping-pong between
 two host processes, in the same run."""
 import os
 import re
@@ -58,15 +58,37 @@ def guest_dom0_rtt(core, n: int) -> float:
     return dt / n
 
 
+def guest_guest_rtt(core, n: int) -> float:
+    """Two evtchn-ping guests; the connecting one reports the elapsed time."""
+    pc = core.privcmd()
+    a = start_guest(pc, "evtchn-ping", cmdline=f"count={n}")
+    b = start_guest(pc, "evtchn-ping", cmdline=f"count={n}")
+    pc.domain_unpause(a)
+    pc.domain_unpause(b)
+    pc.console_write_input(a, f"peer={b}\n".encode())
+    while not re.search(rf"port (\d+) for domain {b}", console(pc, a)):
+        time.sleep(0.005)
+    port = re.search(rf"port (\d+) for domain {b}", console(pc, a)).group(1)
+    pc.console_write_input(b, f"peer={a} port={port}\n".encode())
+    while not (m := re.search(r"(\d+) events in (\d+) us", console(pc, b))):
+        time.sleep(0.01)
+    for d in (a, b):
+        pc.domain_destroy(d)
+    pc.close()
+    return int(m.group(2)) / 1e6 / int(m.group(1))
+
+
 def main():
     core = CoreProcess("emu")
     try:
         ours = guest_dom0_rtt(core, N)
+        gg = guest_guest_rtt(core, N)
     finally:
         core.stop()
     ref = eventfd_rtt(N)
     print(f"{'path':<40} {'round trip':>12}")
     print(f"{'guest <-> dom0 (evtchn, emu)':<40} {ours * 1e6:>9.1f} us")
+    print(f"{'guest <-> guest (evtchn, emu)':<40} {gg * 1e6:>9.1f} us  ({gg / ref:.2f}x)")
     print(f"{'eventfd ping-pong, two host processes':<40} {ref * 1e6:>9.1f} us")
     print(f"ratio (ours / eventfd): {ours / ref:.2f}x  (goal <= 1.5x)")
 
