@@ -34,3 +34,30 @@ def test_two_guests_ping_through_the_switch(dom0):
     assert "peer 10.0.0.1 is at 00:16:3e:00:00:a1" in out
     assert "5/5 replies" in out
     dom0.xl("destroy", "net-a")
+
+
+def _netns_ok() -> bool:
+    import shutil
+    import subprocess
+    if not (shutil.which("unshare") and shutil.which("ip")
+            and os.path.exists("/dev/net/tun")):
+        return False
+    return subprocess.run(["unshare", "-n", "ip", "link", "add", "name", "probe0", "type",
+                           "bridge"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _netns_ok(), reason="no network namespaces, bridges or /dev/net/tun")
+def test_guest_answers_host_ping_through_tap_in_a_netns():
+    import subprocess
+    import sys
+    kernel = guest("net-test")
+    d = Dom0()                      # its own run dir; the netns keeps bridges off the host
+    try:
+        env = dict(d.env, PYTHON=sys.executable)
+        r = subprocess.run(["unshare", "-n", "sh", os.path.join(ROOT, "tests", "pv_drivers",
+                                                                "netns_ping.sh"), kernel],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0 and "NETNS-PING-OK" in r.stdout, r.stdout + r.stderr
+        assert "3 received" in r.stdout and "vif" in r.stdout
+    finally:
+        d.kill_all()
