@@ -64,6 +64,7 @@ int guest_main(void)
     rport = value(args, "port=", ~0UL);
     if (peer == ~0UL) {
         console_readline(line, sizeof(line));
+        printk("evtchn-ping: read \"%s\" (VIRQ_CONSOLE %lu)\n", line, console_virqs());
         peer = value(line, "peer=", 0);
         rport = value(line, "port=", ~0UL);
     }

@@ -379,6 +379,7 @@ class Connection:
             raise BadRequest("data must be base64") from None
         with d.lock:
             d.console_input += data
+        d.send_virq(None, 2)   # VIRQ_CONSOLE: input for the domain's emergency console
         return {}, ()
 
     def op_subscribe_dom_exc(self, body):

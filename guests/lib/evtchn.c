@@ -171,16 +171,31 @@ unsigned long evtchn_wait(evtchn_port_t port, unsigned long seen, uint64_t deadl
     }
 }
 
+static evtchn_port_t console_port;
+static int console_bound;
+
+unsigned long console_virqs(void)
+{
+    return console_bound ? evtchn_count(console_port) : 0;
+}
+
 unsigned long console_readline(char *buf, unsigned long size)
 {
-    unsigned long n = 0;
+    unsigned long n = 0, seen;
 
+    /* Xen raises VIRQ_CONSOLE when input arrives; poll slowly besides. */
+    if (!console_bound && shared_info && !evtchn_bind_virq(VIRQ_CONSOLE, &console_port))
+        console_bound = 1;
+    seen = console_virqs();
     while (n + 1 < size) {
         char c;
         long rc = HYPERVISOR_console_io(CONSOLEIO_read, 1, &c);
 
         if (rc <= 0) {
-            sleep_ns(1000000);
+            if (console_bound)
+                seen = evtchn_wait(console_port, seen, now_ns() + 100000000);
+            else
+                sleep_ns(1000000);
             continue;
         }
         if (c == '\n')

@@ -34,5 +34,7 @@ long HYPERVISOR_grant_table_op(unsigned int cmd, void *arg, unsigned int count);
 
 /* Read a console input line (CONSOLEIO_read, polled); its length. */
 unsigned long console_readline(char *buf, unsigned long size);
+/* VIRQ_CONSOLE events console_readline has seen (0: never bound). */
+unsigned long console_virqs(void);
 
 #endif

@@ -103,6 +103,7 @@ def test_guest_guest_ping_pong(pc, events):
         out = console(pc, dom)
         assert got[dom]["shutdown_reason"] == s.SHUTDOWN_poweroff, out
         assert f"evtchn-ping: {n} events" in out, out
+        assert re.search(r"\(VIRQ_CONSOLE [1-9]\d*\)", out), out   # input raised it
         pc.domain_destroy(dom)
 
 
