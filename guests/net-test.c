@@ -3,7 +3,10 @@
  * times, printing each round trip, then "net-test: PASS" (poweroff) or
  * "net-test: FAIL ..." (crash). Without peer= it serves for `serve`
  * seconds (default 600).
- *   ip=A.B.C.D  peer=A.B.C.D  count=N (10)  serve=S */
+ *   ip=A.B.C.D  peer=A.B.C.D  count=N (10)  serve=S
+ * blast=N [size=S]: after the pings, send N frames of S bytes (ethertype
+ * 0x88b5) to the peer, then end markers; a serving net-test counts them and
+ * prints "net-test: received N frames, B bytes in T us". */
 #include "lib/guest.h"
 #include "lib/evtchn.h"
 #include "lib/xenbus.h"
@@ -15,6 +18,9 @@ static struct netfront nf;
 static uint8_t my_ip[4], peer_ip[4], peer_mac[6];
 static int have_peer_mac;
 static uint8_t frame[2048], out[2048];
+static uint64_t blast_frames, blast_bytes, blast_first, blast_last;
+
+#define ETH_P_BLAST 0x88b5
 
 static int parse_ip(const char *key, uint8_t ip[4])
 {
@@ -103,6 +109,20 @@ static void send_icmp(const uint8_t *dmac, const uint8_t *dip, int type, uint16_
 /* Answer what must be answered; returns the ICMP echo-reply seq seen (or -1). */
 static long handle(unsigned int len)
 {
+    if (len > 14 && get16(frame + 12) == ETH_P_BLAST) {
+        if (frame[14] != 0xff) {
+            blast_last = now_ns();
+            if (!blast_frames++)
+                blast_first = blast_last;
+            blast_bytes += len;
+        } else if (blast_frames) {
+            pvcons_printf("net-test: received %lu frames, %lu bytes in %lu us\n",
+                          (unsigned long)blast_frames, (unsigned long)blast_bytes,
+                          (unsigned long)((blast_last - blast_first) / 1000));
+            blast_frames = blast_bytes = 0;
+        }
+        return -1;
+    }
     if (len >= 42 && get16(frame + 12) == 0x0806 && !memcmp(frame + 38, my_ip, 4)) {
         if (get16(frame + 20) == 1)
             send_arp(2, frame + 22, frame + 28);
@@ -199,6 +219,28 @@ int guest_main(void)
                       (unsigned long)count, (unsigned long)(got ? total / got : 0));
         if (got != count)
             FAIL("lost %lu echo replies\n", (unsigned long)(count - got));
+    }
+    if (cmdline_u64("blast", 0)) {
+        uint64_t n = cmdline_u64("blast", 0), size = cmdline_u64("size", 1400), t0;
+        if (size < 60 || size > 1514)
+            FAIL("size=%lu outside 60..1514\n", (unsigned long)size);
+        memset(out, 0, size);
+        memcpy(out, peer_mac, 6);
+        memcpy(out + 6, nf.mac, 6);
+        put16(out + 12, ETH_P_BLAST);
+        t0 = now_ns();
+        for (uint64_t i = 0; i < n; i++) {
+            out[14] = i & 0x7f;
+            if ((rc = netfront_send(&nf, out, size)))
+                FAIL("blast send: %ld\n", rc);
+        }
+        pvcons_printf("net-test: sent %lu frames of %lu bytes in %lu us\n", (unsigned long)n,
+                      (unsigned long)size, (unsigned long)((now_ns() - t0) / 1000));
+        out[14] = 0xff;
+        for (int i = 0; i < 5; i++) {
+            netfront_send(&nf, out, 60);
+            sleep_ns(20000000);
+        }
     }
     pvcons_printf("net-test: PASS\n");
     return 0;
