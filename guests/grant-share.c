@@ -3,6 +3,7 @@
  * the page, then revoke the grant (refused while it is mapped).
  *   peer=D readonly=1 */
 #include "lib/evtchn.h"
+#include <xen/memory.h>
 
 static uint8_t shared[4096] __attribute__((aligned(4096)));
 
@@ -15,6 +16,22 @@ int guest_main(void)
 
     if ((rc = time_init()) || (rc = gnttab_init()))
         panic("grant-share: init: %ld\n", rc);
+    /* Frames go where the guest asks, RAM or not (Linux puts them above
+     * RAM), up to max_grant_frames (64). */
+    {
+        struct xen_add_to_physmap xatp = {
+            .domid = DOMID_SELF, .space = XENMAPSPACE_grant_table, .idx = 1,
+            .gpfn = cmdline_u64("highframe", 0x107fff),
+        };
+        struct gnttab_query_size q = { .dom = DOMID_SELF };
+        long r1 = HYPERVISOR_memory_op(XENMEM_add_to_physmap, &xatp), r2;
+
+        xatp.idx = 64;
+        r2 = HYPERVISOR_memory_op(XENMEM_add_to_physmap, &xatp);
+        HYPERVISOR_grant_table_op(GNTTABOP_query_size, &q, 1);
+        printk("grant-share: frame 1 at 0x%lx: %ld, frame 64: %ld, nr_frames %u of %u\n",
+               (unsigned long)xatp.gpfn, r1, r2, q.nr_frames, q.max_nr_frames);
+    }
     memcpy(shared, "grant-share:pattern", 20);
     ref = gnttab_grant(peer, (uintptr_t)shared >> 12, ro);
     printk("grant-share: gref %u frame 0x%lx to domain %lu\n", ref,

@@ -148,7 +148,7 @@ def test_dom0_maps_granted_page_both_ways(pc, events):
     # mapping twice (same domain) is allowed, by another ref beyond the table not
     m2 = gd.map(dom, [ref], readonly=True)
     wait_for(pc, dom, r"gref")
-    for bad_ref, status in ((512, "bad_gntref"), (0, "general_error"), (3, "general_error")):
+    for bad_ref, status in ((1024, "bad_gntref"), (0, "general_error"), (3, "general_error")):
         with pytest.raises(XenError) as ei:
             gd.map(dom, [bad_ref])
         assert f"GNTST_{status}" in str(ei.value)
@@ -179,7 +179,7 @@ def test_grant_copy_both_ways_and_bad_args(pc, events):
     gd.buf[0:16] = b"peer:copied in\0\0"
     assert gd.copy([seg({"buf": 0}, gref(0), 16),
                     seg(gref(4090), {"buf": 0}, 10),          # across the page end
-                    seg(gref(0), {"ref": 600, "domid": dom, "offset": 0}, 8),
+                    seg(gref(0), {"ref": 1024, "domid": dom, "offset": 0}, 8),
                     seg({"ref": ref, "domid": 4321, "offset": 0}, {"buf": 0}, 8)]) == [
         g.GNTST_okay, g.GNTST_bad_copy_arg, g.GNTST_bad_gntref, g.GNTST_bad_domain]
     ev, out = finish(pc, events, dom)
@@ -261,3 +261,18 @@ def test_xenstored_attacher(pc, events):
     ev, out = finish(pc, events, dom)
     assert "evtchn-ping: 2 events" in out
     at.close()
+
+
+def test_grant_frames_above_ram(pc, events):
+    dom, ref = grant_guest(pc)
+    out = console(pc, dom)
+    assert "frame 1 at 0x107fff: 0, frame 64: -22, nr_frames 2 of 64" in out, out
+    fd, offsets, errors, _ = pc.foreign_map_fd(dom, [0x107fff])   # 4 GiB + , 16 MiB of RAM
+    os.close(fd)
+    assert errors == [0] and offsets[0] > 0
+    gd = Gntdev(pc)
+    m = gd.map(dom, [ref])
+    m.page()[:6] = b"peer:\0"
+    m.unmap()
+    finish(pc, events, dom)
+    gd.close()
