@@ -12,7 +12,7 @@ sys.path.insert(0, ROOT)
 from dom0.evtchn import Evtchn                      # noqa: E402
 from tests.core.conftest import CoreProcess, console, start_guest   # noqa: E402
 
-N = 2000
+N = 1000
 
 
 def eventfd_rtt(n: int) -> float:

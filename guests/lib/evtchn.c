@@ -163,11 +163,9 @@ unsigned long evtchn_wait(evtchn_port_t port, unsigned long seen, uint64_t deadl
         }
         if (deadline_ns)
             HYPERVISOR_set_timer_op(deadline_ns);
-        /* Block with interrupts off: Xen returns once evtchn_upcall_pending
-         * is set (or the timer fires), then sti lets the upcall in. Unlike
-         * `sti; hlt` this cannot lose an upcall taken just before the hlt. */
-        HYPERVISOR_sched_op(SCHEDOP_block, NULL);
-        asm volatile("sti; nop" ::: "memory");
+        /* As Linux idles: sti's one-instruction shadow covers the hlt, so an
+         * upcall that arrives after the check wakes the hlt, never precedes it. */
+        asm volatile("sti; hlt" ::: "memory");
     }
 }
 
