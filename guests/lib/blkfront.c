@@ -1,8 +1,6 @@
 /* blkfront: see blkfront.h. The ring page, two indirect pages and the data
  * pages are granted to the backend once; requests then only carry refs. */
 #include "blkfront.h"
-/* Built only with the guests' xenstore client (lib/xenbus.c) present. */
-#if __has_include("xenbus.h")
 #include "evtchn.h"
 #include "xenbus.h"
 
@@ -240,5 +238,3 @@ long blkfront_flush(struct blkfront *bf)
     push(bf);
     return wait_responses(bf, 1);
 }
-
-#endif /* xenbus.h */

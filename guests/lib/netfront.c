@@ -2,8 +2,6 @@
  * a tx buffer is busy until its response comes back, an rx buffer is
  * posted again as soon as its frame is copied out. */
 #include "netfront.h"
-/* Built only with the guests' xenstore client (lib/xenbus.c) present. */
-#if __has_include("xenbus.h")
 #include "evtchn.h"
 #include "xenbus.h"
 #include <xen/io/blkif.h>       /* struct xen_sring_hdr */
@@ -230,5 +228,3 @@ long netfront_recv(struct netfront *nf, void *buf, unsigned int size, uint64_t d
         evtchn_wait(nf->port, seen, deadline_ns);
     }
 }
-
-#endif /* xenbus.h */
