@@ -276,3 +276,33 @@ def test_grant_frames_above_ram(pc, events):
     m.unmap()
     finish(pc, events, dom)
     gd.close()
+
+
+def test_connection_close_unbinds_and_leaks_nothing(pc, core):
+    dom = start_guest(pc, "evtchn-ping", cmdline="peer=0 count=1")
+    try:
+        pc.domain_unpause(dom)
+        gport = int(wait_for(pc, dom, r"port (\d+) for domain 0").group(1))
+        time.sleep(0.2)
+        before = sorted(core.fds())
+        other = core.privcmd()
+        xe = Evtchn(other)
+        xe.bind_interdomain(dom, gport, eventfd=True)
+        xe.bind_virq(3)
+        gd = Gntdev(other)
+        assert len(core.fds()) > len(before)
+        other.sock.close()                       # the process goes away: no goodbyes
+        xe.sock.close()
+        deadline = time.monotonic() + WAIT_S
+        while pc.call("evtchn_status", domid=dom, port=gport)[0]["status"] != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        while sorted(core.fds()) != before:
+            assert time.monotonic() < deadline, (before, core.fds())
+            time.sleep(0.01)
+        xe2 = Evtchn(pc)
+        assert xe2.bind_virq(3) > 0                # VIRQ_DOM_EXC was released too
+        xe2.close()
+        del gd
+    finally:
+        pc.domain_destroy(dom)
