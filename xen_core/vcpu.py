@@ -12,6 +12,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from .abi import hvm as hvmabi
+from .abi import sched as schedabi
 from .abi import shared_info as si
 from .abi import vcpu as vabi
 from .abi.cpuid import HYPERCALL_PAGE_MSR
@@ -34,6 +35,7 @@ class XenError(Exception):
         self.errno = errno
 
 log = logging.getLogger(__name__)
+RFLAGS_IF = 1 << 9
 
 CONSOLE_DEBUG_PORT = 0xE9     # Bochs/QEMU debugcon: early output before the hypercall page
 
@@ -46,6 +48,7 @@ class VCPU:
         self.paging_cache: PagingState | None = None  # for one hypercall
         self.engine = engine_vcpu
         self.online = False          # VCPUOP_up / down; vCPU 0 comes up at build time
+        self.hlt_masked = False      # in hlt with interrupts off (see _hlt_masked)
         self.initialised = False     # has a boot state
         self.blocked = False
         self.cond = threading.Condition(domain.lock)
@@ -298,10 +301,33 @@ class VCPU:
 
     def halt(self, engine_vcpu) -> None:
         # hlt wakes on an interrupt: the engine's pending vector, a timer, an event.
+        if not self.engine.get_regs()["rflags"] & RFLAGS_IF:
+            self._hlt_masked()
+            return
         if self.assert_evtchn_irq():
             return
         self.block()
         self.assert_evtchn_irq()
+
+    def _hlt_masked(self) -> None:
+        """hlt with interrupts off. Xen (hvm_hlt: "a pretty sure sign that
+        we want to shut down") takes the vCPU down, and powers the domain
+        off once none is online ("All CPUs offline -- powering off"): Linux
+        ends a halt/poweroff without an ACPI power-off method this way.
+        Here the vCPU stays up, blocked, and the domain powers off when every
+        online vCPU sits in such a hlt: the same end for the domain."""
+        d = self.domain
+        with d.lock:
+            self.hlt_masked = True
+            last = all(v.hlt_masked for v in d.online_vcpus())
+        if last:
+            d.core.printk(b"(XEN) d%d: All CPUs offline -- powering off.\n" % d.domid)
+            d.shutdown(schedabi.SHUTDOWN_poweroff)
+            return
+        try:
+            self.block()
+        finally:
+            self.hlt_masked = False
 
     def assert_evtchn_irq(self) -> bool:
         """Xen's hvm_vcpu_has_pending_irq for the callback vector: it is

@@ -61,8 +61,20 @@ if [ -n "$disk" ]; then
     fi
 fi
 
+# As PID 1 we get busybox's halt/poweroff/reboot requests (SIGUSR1/USR2/
+# TERM) and Ctrl-Alt-Del (SIGINT): what Linux's Xen driver runs on
+# `xl shutdown`/`xl reboot` (orderly_poweroff -> /sbin/poweroff). The shell
+# loop runs in the background so that `wait` lets the traps fire.
+trap 'halt -f' USR1
+trap 'poweroff -f' USR2
+trap 'reboot -f' TERM INT
 echo "PYXEN-SHELL"
+(
+    while true; do
+        setsid cttyhack sh
+        sleep 1
+    done
+) </dev/console >/dev/console 2>&1 &
 while true; do
-    setsid cttyhack sh
-    sleep 1
+    wait
 done
