@@ -45,6 +45,17 @@ static void selftest(void)
     printk("evtchn-ping: IPI on port %u: %lu\n", ipi, evtchn_wait(ipi, 0, 0));
     evtchn_close(ipi);
     evtchn_close(tport);
+    {
+        /* FIFO not offered, no legacy multiplexed form for PVH, no v2. */
+        uint64_t ctl[2] = { 0, 0 };
+        struct { uint32_t cmd; uint32_t port; uint8_t pad[24]; } compat = { EVTCHNOP_send, ipi, {0} };
+        struct gnttab_set_version v2 = { .version = 2 };
+
+        printk("evtchn-ping: init_control %ld, op_compat %ld, gnttab v2 %ld\n",
+               HYPERVISOR_event_channel_op(EVTCHNOP_init_control, ctl),
+               _hypercall2(16, (long)&compat, 0),
+               HYPERVISOR_grant_table_op(GNTTABOP_set_version, &v2, 1));
+    }
 }
 
 int guest_main(void)

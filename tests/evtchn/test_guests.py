@@ -85,6 +85,7 @@ def test_guest_dom0_ping_pong(pc, events):
     assert "send on free port: -22" in out and "close port: 0, send after close: -22" in out
     assert re.search(r"VIRQ_TIMER on port \d+, bind again: -17", out), out
     assert re.search(r"IPI on port \d+: 1\n", out), out
+    assert "init_control -38, op_compat -38, gnttab v2 -38" in out, out
     # the guest closed its end: ours is unbound again, then gone with the handle
     xe.close()
 
