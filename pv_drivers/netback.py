@@ -19,7 +19,7 @@ from xen_core.abi.netif import (NETIF_RSP_ERROR, NETIF_RSP_NULL,
                                 NETTXF_extra_info, NETTXF_more_data)
 
 from .csum import complete_checksum
-from .grants import PAGE_SIZE, GrantAccess, GrantError
+from .grants import PAGE_SIZE, GrantAccess, GrantError, copy_from_many, copy_to_many
 from .ring import BackRing, RingProtocolError
 
 log = logging.getLogger("xen-backendd.vif")
@@ -45,16 +45,20 @@ class NetBackend:
         notify = False
         done = 0
         while True:
+            batch = []
             while done < budget and self.tx.unconsumed_requests():
-                self._tx_packet()
+                batch.append(self._tx_parse())
                 done += 1
+            self._tx_finish(batch)
             notify |= self.tx.push_responses_and_check_notify()
             if done >= budget:
                 return notify, self.tx.unconsumed_requests() > 0
             if not self.tx.final_check_for_requests():
                 return notify, False
 
-    def _tx_packet(self) -> None:
+    def _tx_parse(self):
+        """Consume one packet's slots; (first request, responses, copy
+        segments or the reason it is dropped)."""
         avail = self.tx.unconsumed_requests()
         first = netif.TX_REQUEST.unpack(self.tx.get_request()[:netif.TX_REQUEST.size])
         slots = [first]
@@ -84,28 +88,54 @@ class NetBackend:
         for gref, offset, _, _, size in slots:
             if offset + size > PAGE_SIZE:
                 raise RingProtocolError(f"cross page boundary, offset {offset}, size {size}")
-        status = NETIF_RSP_OKAY
         try:
-            frame = self._gather(slots)
-        except (ValueError, GrantError) as e:
-            log.warning("%s: tx packet dropped: %s", self.name, e)
-            status = NETIF_RSP_ERROR
-            self.stats["tx_errors"] += 1
-        for rid, st in responses:
-            self.tx.put_response(netif.TX_RESPONSE.pack(rid, status if st is None else st))
-        if status == NETIF_RSP_OKAY and first[2] & netif.NETTXF_csum_blank:
-            try:
-                frame = complete_checksum(frame)
-            except ValueError as e:
-                # netback answers OKAY and drops it (checksum_setup failed)
-                log.debug("%s: tx packet dropped: %s", self.name, e)
+            segs = self._segments(slots)
+        except ValueError as e:
+            segs = str(e)
+        return first, responses, segs
+
+    def _tx_finish(self, batch) -> None:
+        """Copy every good packet of the batch in one grant-copy call (one
+        by one again if a grant is bad, to fail only its packet), answer
+        every slot, hand the frames on."""
+        good = [segs for _, _, segs in batch if not isinstance(segs, str)]
+        try:
+            flat = copy_from_many(self.grants, [s for segs in good for s in segs])
+        except GrantError:
+            flat = None
+        pos = 0
+        for first, responses, segs in batch:
+            frame, status = None, NETIF_RSP_OKAY
+            if isinstance(segs, str):
+                log.warning("%s: tx packet dropped: %s", self.name, segs)
+                status = NETIF_RSP_ERROR
+            elif flat is not None:
+                frame = b"".join(flat[pos:pos + len(segs)])
+                pos += len(segs)
+            else:
+                try:
+                    frame = b"".join(copy_from_many(self.grants, segs))
+                except GrantError as e:
+                    log.warning("%s: tx packet dropped: %s", self.name, e)
+                    status = NETIF_RSP_ERROR
+            if status != NETIF_RSP_OKAY:
                 self.stats["tx_errors"] += 1
-                return
-        if status == NETIF_RSP_OKAY:
+            for rid, st in responses:
+                self.tx.put_response(netif.TX_RESPONSE.pack(rid, status if st is None else st))
+            if status != NETIF_RSP_OKAY:
+                continue
+            if first[2] & netif.NETTXF_csum_blank:
+                try:
+                    frame = complete_checksum(frame)
+                except ValueError as e:
+                    # netback answers OKAY and drops it (checksum_setup failed)
+                    log.debug("%s: tx packet dropped: %s", self.name, e)
+                    self.stats["tx_errors"] += 1
+                    continue
             self.stats["tx_packets"] += 1
             self.deliver(frame)
 
-    def _gather(self, slots) -> bytes:
+    def _segments(self, slots) -> list:
         total = slots[0][4]
         rest = sum(s[4] for s in slots[1:])
         if total < netif.ETH_HLEN:
@@ -115,7 +145,7 @@ class NetBackend:
         if rest > total:
             raise ValueError("packet is bigger than frame")
         sizes = [total - rest] + [s[4] for s in slots[1:]]
-        return b"".join(self.grants.copy_from(s[0], s[1], n) for s, n in zip(slots, sizes))
+        return [(s[0], s[1], n) for s, n in zip(slots, sizes)]
 
     # --- rx: world -> guest ----------------------------------------------
 
@@ -127,8 +157,10 @@ class NetBackend:
         self.rx_queue.append(frame)
 
     def process_rx(self) -> bool:
-        """Copy queued frames into posted rx buffers; returns notify. A frame
-        waits until the frontend has posted enough buffers for it."""
+        """Copy queued frames into posted rx buffers (one grant-copy call
+        for all of them; one by one if a buffer's grant is bad); returns
+        notify. A frame waits until the frontend has posted enough buffers."""
+        plan = []                       # (rid, gref, chunk, flags)
         while self.rx_queue:
             frame = self.rx_queue[0]
             need = max(1, (len(frame) + PAGE_SIZE - 1) // PAGE_SIZE)
@@ -137,14 +169,23 @@ class NetBackend:
             self.rx_queue.popleft()
             for i in range(need):
                 rid, gref = netif.RX_REQUEST.unpack(self.rx.get_request()[:8])
-                chunk = frame[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
-                flags = NETRXF_more_data if i + 1 < need else 0
+                plan.append((rid, gref, frame[i * PAGE_SIZE:(i + 1) * PAGE_SIZE],
+                             NETRXF_more_data if i + 1 < need else 0))
+            self.stats["rx_packets"] += 1
+        if not plan:
+            return False
+        try:
+            copy_to_many(self.grants, [(gref, 0, chunk) for _, gref, chunk, _ in plan])
+            failed = set()
+        except GrantError:
+            failed = set()
+            for n, (rid, gref, chunk, _) in enumerate(plan):
                 try:
                     self.grants.copy_to(gref, 0, chunk)
-                    status = len(chunk)
                 except GrantError as e:
                     log.warning("%s: rx buffer %d: %s", self.name, rid, e)
-                    status = NETIF_RSP_ERROR
-                self.rx.put_response(netif.RX_RESPONSE.pack(rid, 0, flags, status))
-            self.stats["rx_packets"] += 1
+                    failed.add(n)
+        for n, (rid, _, chunk, flags) in enumerate(plan):
+            status = NETIF_RSP_ERROR if n in failed else len(chunk)
+            self.rx.put_response(netif.RX_RESPONSE.pack(rid, 0, flags, status))
         return self.rx.push_responses_and_check_notify()

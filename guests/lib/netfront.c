@@ -169,9 +169,15 @@ long netfront_send(struct netfront *nf, const void *frame, unsigned int len)
                 break;
             }
         if (id < 0) {
+            unsigned long seen = evtchn_count(nf->port);
+            /* RING_FINAL_CHECK_FOR_RESPONSES on tx: ask to be kicked. */
+            HDR(tx_ring)->rsp_event = nf->tx_cons + 1;
+            mb();
+            if (nf->tx_cons != HDR(tx_ring)->rsp_prod)
+                continue;
             if (now_ns() > deadline)
                 return -XEN_ETIMEDOUT;
-            evtchn_wait(nf->port, evtchn_count(nf->port), now_ns() + 10000000UL);
+            evtchn_wait(nf->port, seen, now_ns() + 10000000UL);
         }
     }
     memcpy(tx_bufs[id], frame, len);
