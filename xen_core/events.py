@@ -134,10 +134,10 @@ class EventCore:
             if ports is not None and (len(ports) != 1 or ports[0] == port):
                 v.kick()
 
-    def _deliver_dom0(self, port: int) -> None:
+    def _deliver_dom0(self, port: int):
         owner = self.evtchn.owner_of(0, port)
         if owner is not None:
-            owner.deliver(port)
+            return owner.deliver(port)   # False: counted on an eventfd, stays unmasked
 
     # -- VIRQs and domain life cycle --------------------------------------------
     def _virq(self, d, vcpu, virq: int) -> None:

@@ -212,3 +212,19 @@ def test_dom0_user_ports_mask_until_unmask(world):
     assert ev.status(0, 1, pa)[0] == e.EVTCHNSTAT_closed
     assert ev.status(0, DOMID_SELF, p0)[:3] == (e.EVTCHNSTAT_unbound, 0, 1)
     assert err(ev.reset, 0, 1, target_paused=False) == EINVAL
+
+
+def test_dom0_counting_consumer_is_never_masked():
+    ev = EventChannels()
+    seen = []
+
+    def count(port):
+        seen.append(port)
+        return False                                  # an eventfd: counted, not queued
+    ev.add_domain(EvtchnDomain(0, 1, UserPorts(count), privileged=True))
+    a = Guest(ev, 1)
+    pa = ev.alloc_unbound(1, DOMID_SELF, 0)
+    p0 = ev.bind_interdomain(0, 1, pa)
+    ev.send(1, pa)
+    ev.send(1, pa)
+    assert seen == [p0, p0, p0] and a.upcalls == []
