@@ -307,3 +307,44 @@ def test_connection_close_unbinds_and_leaks_nothing(pc, core):
         del gd
     finally:
         pc.domain_destroy(dom)
+
+
+@pytest.mark.parametrize("op,args,errno", [
+    ("evtchn_bind_virq", {"handle": 999, "virq": 3}, 9),            # no such handle
+    ("evtchn_bind_virq", {"virq": 3}, 9),
+    ("gntdev_map", {"handle": "x", "domid": 1, "refs": [8]}, 9),
+    ("evtchn_alloc_unbound", {"domid": "one", "remote_domid": 0}, 22),
+    ("evtchn_alloc_unbound", {"domid": 4242, "remote_domid": 0}, 3),
+    ("evtchn_status", {"domid": 0, "port": 1 << 40}, 22),
+    ("evtchn_reset", {"domid": 4242}, 3),
+    ("debug_keys", {"keys": 5}, 22),
+])
+def test_bad_requests_answer_errno_and_keep_serving(pc, op, args, errno):
+    with pytest.raises(XenError) as ei:
+        pc.call(op, **args)
+    assert ei.value.errno == errno
+    assert pc.hello()["protocol"] == 1
+
+
+def test_bad_handle_arguments(pc):
+    xe = Evtchn(pc)
+    gd = Gntdev(pc)
+    for op, args in (("evtchn_bind_virq", {"virq": 99}), ("evtchn_bind_virq", {"virq": -1}),
+                     ("evtchn_unbind", {"port": 5}), ("evtchn_bind_interdomain", {"domid": 0}),
+                     ("evtchn_bind_interdomain", {"domid": 0, "remote_port": 4096})):
+        with pytest.raises(XenError) as ei:
+            pc.call(op, handle=xe.handle, **args)
+        assert ei.value.errno == 22, (op, args)
+    for args in ({"domid": 1, "refs": []}, {"domid": 1, "refs": [-1]},
+                 {"domid": 1, "refs": "8"}, {"domid": 1, "refs": [True]}):
+        with pytest.raises(XenError) as ei:
+            pc.call("gntdev_map", handle=gd.handle, **args)
+        assert ei.value.errno == 22, args
+    for segs in ([{"source": {"buf": 0}}], [{"source": {"buf": 1 << 30}, "dest": {"buf": 0}, "len": 1}],
+                 ["x"], {"a": 1}):
+        with pytest.raises(XenError) as ei:
+            pc.call("gntdev_copy", handle=gd.handle, segments=segs)
+        assert ei.value.errno == 22, segs
+    assert gd.unmap_handles([12345]) == [g.GNTST_bad_handle]
+    xe.close()
+    gd.close()
