@@ -1,9 +1,14 @@
-"""Debian's kernel as a PVH domU through `xl create` (issue 9, stage B):
-hvc0 on the PV console ring drained by xenconsoled, Linux's xenbus talking
-to xenstored through the store ring, `xl shutdown` -> clean power-off.
-One boot (examples/linux-pvh.cfg) serves the ordered checks below."""
+"""Debian's kernel as a PVH domU through `xl create` (issue 9, stages B
+and C): hvc0 on the PV console ring drained by xenconsoled, Linux's xenbus
+talking to xenstored through the store ring, xvda from blkfront on our
+vbd backend (a dd pattern lands in the host image), commands through the
+console pty, `xl shutdown` -> clean power-off. One boot
+(examples/linux-pvh.cfg plus a disk) serves the ordered checks below."""
 import os
 import re
+import select
+import time
+import tty
 
 import pyxs
 import pytest
@@ -18,13 +23,26 @@ pytestmark = pytest.mark.skipif(ASSETS is None, reason="Linux guest assets not b
 CONFIG = os.path.join(ROOT, "examples", "linux-pvh.cfg")
 NAME = "linux-pvh"
 BOOT_WAIT = 900     # a bound for what must happen (about 20 s here)
+DISK_BYTES = 12 << 20
+HEAD = b"PYXEN-PVH-DISK-5c1e"
 
 
 @pytest.fixture(scope="module")
-def booted():
+def disk(tmp_path_factory):
+    path = tmp_path_factory.mktemp("linux-pvh") / "xvda.img"
+    with open(path, "wb") as f:
+        f.write(HEAD + b"\n")
+        f.truncate(DISK_BYTES)
+    return path
+
+
+@pytest.fixture(scope="module")
+def booted(disk):
     d = Dom0()
     try:
-        r = d.xl("create", CONFIG, check=False)
+        r = d.xl("create", CONFIG,
+                 f"disk=['format=raw, vdev=xvda, access=rw, target={disk}']",
+                 'cmdline="console=hvc0 pyxen.disk=xvda"', check=False)
         if r.returncode != 0 and "accel emu" in r.stderr:
             pytest.skip(r.stderr.strip())
         assert r.returncode == 0, r.stderr
@@ -63,6 +81,48 @@ def _read(c, path):
         return c.read(path.encode())
     except pyxs.PyXSError:
         return None
+
+
+def shell(d, command: str, timeout: float = BOOT_WAIT) -> str:
+    """Run `command` in the guest's shell through the console pty (as
+    `xl console` would); its output up to a computed end marker."""
+    domid = d.domains()[NAME][0]
+    with pyxs.Client(unix_socket_path=d.env["XENSTORED_PATH"]) as c:
+        pty = c.read(f"/local/domain/{domid}/console/tty".encode()).decode()
+    fd = os.open(pty, os.O_RDWR | os.O_NOCTTY)
+    try:
+        tty.setraw(fd)
+        os.write(fd, f"{command}; echo END-$((40+2))-MARK\r".encode())
+        out = b""
+        deadline = time.monotonic() + timeout
+        while b"END-42-MARK" not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 1)[0]:
+                out += os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    assert b"END-42-MARK" in out, out[-1000:]
+    return out.decode(errors="replace").split("END-42-MARK")[0]
+
+
+def test_xvda_from_blkfront(booted):
+    assert wait_for(lambda: "PYXEN-SHELL" in console(booted), "the /init shell", BOOT_WAIT)
+    log = console(booted)
+    assert f"PYXEN-DISK xvda {DISK_BYTES}" in log, log[-2000:]
+    assert f"PYXEN-DISK-HEAD {HEAD.decode()}" in log
+    parts = shell(booted, "cat /proc/partitions")
+    m = re.search(r"^\s*202\s+0\s+(\d+)\s+xvda\s*$", parts, re.M)
+    assert m and int(m.group(1)) == DISK_BYTES // 1024, parts
+
+
+def test_dd_pattern_reaches_the_host_image(booted, disk):
+    assert wait_for(lambda: "PYXEN-SHELL" in console(booted), "the /init shell", BOOT_WAIT)
+    shell(booted, "echo PYXEN-PATTERN-7d2b | dd of=/dev/xvda bs=512 seek=100 "
+                  "conv=fsync 2>/dev/null")
+    with open(disk, "rb") as f:
+        f.seek(100 * 512)
+        assert f.read(19) == b"PYXEN-PATTERN-7d2b\n"
+        f.seek(0)
+        assert f.read(len(HEAD)) == HEAD      # the rest untouched
 
 
 def test_xl_shutdown_powers_off_cleanly(booted):
