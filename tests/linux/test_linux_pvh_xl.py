@@ -7,6 +7,8 @@ console pty, `xl shutdown` -> clean power-off. One boot
 import os
 import re
 import select
+import shutil
+import subprocess
 import time
 import tty
 
@@ -36,13 +38,43 @@ def disk(tmp_path_factory):
     return path
 
 
+HOST_IP, GUEST_IP = "10.213.9.1", "10.213.9.2"
+
+
 @pytest.fixture(scope="module")
-def booted(disk):
+def bridge():
+    """A Linux bridge with the host's address on it: the vif's backend
+    puts its TAP there (as vif-bridge does). None when that cannot be done
+    here (not root, no `ip`): the network checks then skip."""
+    ip = shutil.which("ip")
+    if ip is None or os.geteuid() != 0:
+        yield None
+        return
+    name = f"pyx9br{os.getpid() % 100000}"
+    cmds = [[ip, "link", "add", name, "type", "bridge"],
+            [ip, "addr", "add", f"{HOST_IP}/24", "dev", name],
+            [ip, "link", "set", name, "up"]]
+    try:
+        for c in cmds:
+            subprocess.run(c, check=True, capture_output=True)
+    except subprocess.CalledProcessError:
+        subprocess.run([ip, "link", "del", name], capture_output=True)
+        yield None
+        return
+    try:
+        yield name
+    finally:
+        subprocess.run([ip, "link", "del", name], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def booted(disk, bridge):
     d = Dom0()
     try:
+        extra = [f"vif=['bridge={bridge}']"] if bridge else []
         r = d.xl("create", CONFIG,
                  f"disk=['format=raw, vdev=xvda, access=rw, target={disk}']",
-                 'cmdline="console=hvc0 pyxen.disk=xvda"', check=False)
+                 'cmdline="console=hvc0 pyxen.disk=xvda"', *extra, check=False)
         if r.returncode != 0 and "accel emu" in r.stderr:
             pytest.skip(r.stderr.strip())
         assert r.returncode == 0, r.stderr
@@ -123,6 +155,18 @@ def test_dd_pattern_reaches_the_host_image(booted, disk):
         assert f.read(19) == b"PYXEN-PATTERN-7d2b\n"
         f.seek(0)
         assert f.read(len(HEAD)) == HEAD      # the rest untouched
+
+
+def test_eth0_from_netfront_pings_the_host(booted, bridge):
+    if bridge is None:
+        pytest.skip("cannot make a Linux bridge here (needs root and iproute2)")
+    assert wait_for(lambda: "PYXEN-SHELL" in console(booted), "the /init shell", BOOT_WAIT)
+    out = shell(booted, f"ip link set eth0 up; ip addr add {GUEST_IP}/24 dev eth0; "
+                        f"cat /sys/class/net/eth0/address")
+    assert re.search(r"00:16:3e(:[0-9a-f]{2}){3}", out), out   # libxl's Xen OUI
+    out = shell(booted, f"ping -c 3 -W 10 {HOST_IP}")
+    m = re.search(r"(\d+) packets transmitted, (\d+) packets received", out)
+    assert m and int(m.group(2)) >= 1, out
 
 
 def test_xl_shutdown_powers_off_cleanly(booted):
