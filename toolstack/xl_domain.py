@@ -253,9 +253,10 @@ def attach_console(sess: Session, domid: int, ctype: str = "pv", before_relay=No
         path = f"/local/domain/{domid}/console/tty"
 
     def alive():
+        """Still worth showing: the domain exists and has not shut down
+        (a preserved domain's console has nothing more to say)."""
         try:
-            sess.pc.domain_info(domid)
-            return True
+            return sess.pc.domain_info(domid)["shutdown_reason"] is None
         except XenError:
             return False
     try:

@@ -101,8 +101,9 @@ async def serve(args, quota, soft) -> None:
     create_skeleton(store)
     attacher = None
     if args.privcmd_run_dir:
-        from dom0.xenstored_attach import PrivcmdDomainAttacher
-        attacher = PrivcmdDomainAttacher(args.privcmd_run_dir)
+        from dom0.privcmd import Privcmd
+        from dom0.xs_attach import PrivcmdDomainAttacher
+        attacher = PrivcmdDomainAttacher(Privcmd(args.privcmd_run_dir))
     elif args.ring_dir:
         from .attach import FileDomainAttacher
         os.makedirs(args.ring_dir, exist_ok=True)
