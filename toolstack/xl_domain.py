@@ -351,13 +351,15 @@ def vcpu_list(doms):
                 continue
             info = sess.pc.domain_info(d)
             name = sess.name_of(d) or ""
-            st = info["state"]
-            for v in range(info["online_vcpus"]):
-                # The core reports CPU time per domain; one vCPU carries it all.
-                t = info["cpu_time_ns"] / 1e9 if info["online_vcpus"] == 1 else float("nan")
-                state = {"running": "r", "blocked": "b", "paused": "p"}.get(st, "-") + "-"
+            paused = info["state"] == "paused"
+            for v in info.get("vcpus", []):
+                # xl's three state letters: running, blocked, paused.
+                up = v["online"]
+                state = ("r" if up and v["running"] else "-") \
+                    + ("b" if up and v["blocked"] else "-") + ("p" if paused else "-")
+                cpu = "any" if up and v["running"] else "-"
                 click.echo("%-32s %5d %5d %5s   %-3s %9.1f  all / all"
-                           % (name, d, v, "-" if st != "running" else "any", state, t))
+                           % (name, d, v["vcpu"], cpu, state, v["cpu_time_ns"] / 1e9))
 
 
 def _parse_mem(value: str) -> int:

@@ -64,7 +64,9 @@ def test_list_pause_unpause_names_destroy(dom0):
     long = dom0.xl("list", "-l", "s2").stdout
     assert '"domid": %d' % domid in long and '"kernel"' in long
     assert "s2" in dom0.xl("uptime").stdout
-    assert "s2" in dom0.xl("vcpu-list", "s2").stdout
+    rows = [l.split() for l in dom0.xl("vcpu-list", "s2").stdout.splitlines()[1:]]
+    assert len(rows) == 1 and rows[0][:3] == ["s2", str(domid), "0"]
+    assert re.fullmatch(r"[r-][b-]-", rows[0][4]) and float(rows[0][5]) > 0
     dom0.xl("destroy", "s2")
     assert "s2" not in dom0.domains()
     p = dom0.xl("pause", "s2", check=False)
