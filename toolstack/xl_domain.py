@@ -12,6 +12,7 @@ import click
 
 from dom0 import rundir, xencommons
 from dom0.privcmd import XenError
+from xen_core.abi import hvm as hvmabi
 
 from .console_client import ConsoleError, open_tty, relay, wait_tty
 from .create import LIBXL_MAXMEM_CONSTANT_KB
@@ -190,13 +191,16 @@ def _shutdown_or_reboot(how: str, doms, all_, wait, force):
         for domid in targets:
             if domid == 0:
                 raise XlError(f"xl: {how} of domain 0 refused")
-            feature = sess.xs.read(f"/local/domain/{domid}/control/feature-"
-                                   + ("poweroff" if reason == 0 else "reboot"))
-            if feature != "1" and not force:
-                # PVH guests without PV drivers still get the request written,
-                # as libxl does for PV guests; xl warns about the missing ack.
-                pass
-            if force and feature != "1":
+            # libxl__domain_pvcontrol_available: a PVH/HVM guest is PV-aware
+            # once it has set its event-channel callback (HVM_PARAM_CALLBACK_IRQ).
+            try:
+                pv_aware = sess.pc.hvm_param_get(domid, hvmabi.HVM_PARAM_CALLBACK_IRQ) != 0
+            except XenError as e:
+                raise _fail(how, domid, e) from None
+            if not pv_aware and not force:
+                raise XlError("PV control interface not available: external graceful "
+                              f"{how} not possible. Use \"-F\" to fall back to a forced {how}.")
+            if not pv_aware:
                 try:
                     sess.pc.domain_shutdown(domid, reason)
                 except XenError as e:
