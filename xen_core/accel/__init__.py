@@ -22,12 +22,14 @@ def cpu_has_hardware_virt(cpuinfo: str | None = None) -> bool:
     return False
 
 
-def _kvm():
+# Named so as not to collide with the engines' cffi modules (`_kvm`, ...):
+# importing a submodule binds its name in this package's namespace.
+def _new_kvm():
     from .kvm import KvmAccelerator
     return KvmAccelerator()
 
 
-def _emu():
+def _new_emu():
     from .emu import EmuAccelerator
     return EmuAccelerator()
 
@@ -38,7 +40,7 @@ def get_accelerator(name: str = "auto"):
     if name not in ("auto", "kvm", "emu"):
         raise ValueError(f"unknown accelerator {name!r} (auto, kvm or emu)")
     if name != "auto":
-        accel = _kvm() if name == "kvm" else _emu()
+        accel = _new_kvm() if name == "kvm" else _new_emu()
         ok, why = accel.usable()
         if not ok:
             raise RuntimeError(f"accelerator {name} unusable: {why}")
@@ -47,7 +49,7 @@ def get_accelerator(name: str = "auto"):
         why = "no vmx/svm flag in /proc/cpuinfo (a software KVM backend would emulate ring 0)"
     else:
         try:
-            kvm = _kvm()
+            kvm = _new_kvm()
             ok, why = kvm.usable()
         except Exception as e:  # not built, or the module failed to load
             ok, why = False, f"KVM engine unavailable: {e}"
@@ -55,4 +57,4 @@ def get_accelerator(name: str = "auto"):
             log.info("accel: kvm (hardware virtualization present and /dev/kvm usable)")
             return kvm
     log.info("accel: emu (software CPU), because %s", why)
-    return _emu()
+    return _new_emu()
