@@ -43,7 +43,7 @@ from .console import ConsoleRing
 
 log = logging.getLogger("xenconsoled")
 
-POLL_S = 0.02          # ring poll period while no event channel notifies us
+POLL_S = 0.02          # ring poll period for a console without an event channel
 
 
 class DomainConsole:
@@ -147,6 +147,9 @@ class DomainConsole:
             if len(self.pending) > self.limit:     # oldest output goes first
                 del self.pending[:len(self.pending) - self.limit]
             self._flush_locked()
+            stalled = bool(self.pending)
+        if stalled:
+            self.daemon.wake()        # the main loop polls until the pty takes it
 
     def _flush_locked(self) -> None:
         while self.pending:
@@ -308,6 +311,12 @@ class Consoled:
             except Exception:
                 pass
 
+    def wake(self) -> None:
+        try:
+            os.write(self.wake_w, b"!")
+        except OSError:
+            pass
+
     def stop(self) -> None:
         self.stopping = True
         try:
@@ -319,7 +328,11 @@ class Consoled:
         threading.Thread(target=self.watch_store, daemon=True, name="xs-watch").start()
         self.rescan()
         while not self.stopping:
-            for key, _ in self.sel.select(POLL_S):
+            # Rings with an event channel are drained when kicked; polling is
+            # only for a ring without one, or output the pty had no room for.
+            idle = all((c.port is not None or c.ring is None) and not c.pending
+                       for c in self.domains.values())
+            for key, _ in self.sel.select(None if idle else POLL_S):
                 if key.data == "evtchn":
                     self.evtchn_pending()
                 elif key.data is None:
@@ -332,10 +345,12 @@ class Consoled:
             if self.rescan_needed.is_set():
                 self.rescan_needed.clear()
                 self.rescan()
-            for con in list(self.domains.values()):
-                con.poll_ring()
-                if con.pending:
-                    con.flush()
+            if not idle:
+                for con in list(self.domains.values()):
+                    if con.port is None:
+                        con.poll_ring()
+                    if con.pending:
+                        con.flush()
 
     def evtchn_pending(self) -> None:
         """A guest kicked its console port (or VIRQ_CONSOLE fired)."""
