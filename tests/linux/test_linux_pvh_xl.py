@@ -38,7 +38,9 @@ def disk(tmp_path_factory):
     return path
 
 
-HOST_IP, GUEST_IP = "10.213.9.1", "10.213.9.2"
+# A subnet of our own per run (a bridge left by a killed run keeps its).
+_NET = f"10.213.{os.getpid() % 250}"
+HOST_IP, GUEST_IP = f"{_NET}.1", f"{_NET}.2"
 
 
 @pytest.fixture(scope="module")
@@ -115,15 +117,19 @@ def _read(c, path):
         return None
 
 
-def shell(d, command: str, timeout: float = BOOT_WAIT) -> str:
+def shell(d, command: str, timeout: float = BOOT_WAIT, name: str = NAME,
+          wait: bool = True) -> str:
     """Run `command` in the guest's shell through the console pty (as
     `xl console` would); its output up to a computed end marker."""
-    domid = d.domains()[NAME][0]
+    domid = d.domains()[name][0]
     with pyxs.Client(unix_socket_path=d.env["XENSTORED_PATH"]) as c:
         pty = c.read(f"/local/domain/{domid}/console/tty".encode()).decode()
     fd = os.open(pty, os.O_RDWR | os.O_NOCTTY)
     try:
         tty.setraw(fd)
+        if not wait:
+            os.write(fd, f"{command}\r".encode())
+            return ""
         os.write(fd, f"{command}; echo END-$((40+2))-MARK\r".encode())
         out = b""
         deadline = time.monotonic() + timeout
@@ -167,6 +173,23 @@ def test_eth0_from_netfront_pings_the_host(booted, bridge):
     out = shell(booted, f"ping -c 3 -W 10 {HOST_IP}")
     m = re.search(r"(\d+) packets transmitted, (\d+) packets received", out)
     assert m and int(m.group(2)) >= 1, out
+
+
+def test_panic_crashes_only_that_domain(booted):
+    """A second Linux domain panics (sysrq 'c'): Linux reports
+    SHUTDOWN_crash, on_crash = "destroy" removes it, and the first domain
+    keeps running."""
+    assert wait_for(lambda: "PYXEN-SHELL" in console(booted), "the /init shell", BOOT_WAIT)
+    other = "linux-pvh-2"
+    booted.xl("create", CONFIG, f'name="{other}"')
+    domid = booted.domains()[other][0]
+    wait_for(lambda: "PYXEN-SHELL" in booted.console_log(other), "its shell", BOOT_WAIT)
+    shell(booted, "echo c > /proc/sysrq-trigger", name=other, wait=False)
+    wait_for(lambda: other not in booted.domains(), "the crashed domain destroyed", BOOT_WAIT)
+    assert "Kernel panic" in booted.console_log(other)
+    assert re.search(rf"d{domid} shut down: crash", booted.xl("dmesg").stdout)
+    assert NAME in booted.domains()
+    assert "PYXEN" not in shell(booted, "uname -r")       # still answers
 
 
 def test_xl_shutdown_powers_off_cleanly(booted):
