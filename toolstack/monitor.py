@@ -73,8 +73,11 @@ def handle_death(sess: Session, domid: int, reason: int, d_config: DomainConfig)
     return None
 
 
-def monitor(rdir: str, domid: int, d_config: DomainConfig) -> int:
+def monitor(rdir: str, domid: int, d_config: DomainConfig, paused: bool = False) -> int:
     """Wait for the domain's death, act, follow restarts."""
+    if d_config.c_info.type == "hvm":         # QEMU runs it: toolstack/hvm.py
+        from . import hvm
+        return hvm.monitor(rdir, domid, d_config, paused=paused)
     try:
         events = Privcmd(rdir)
         events.subscribe_dom_exc()
@@ -105,7 +108,7 @@ def monitor(rdir: str, domid: int, d_config: DomainConfig) -> int:
         events.close()
 
 
-def spawn(rdir: str, domid: int, d_config: DomainConfig) -> int:
+def spawn(rdir: str, domid: int, d_config: DomainConfig, paused: bool = False) -> int:
     """Fork the detached monitor (double fork: no zombie, no terminal);
     the intermediate child's pid, already reaped."""
     pid = os.fork()
@@ -129,7 +132,7 @@ def spawn(rdir: str, domid: int, d_config: DomainConfig) -> int:
             f.write(f"{os.getpid()}\n")
         code = 1
         try:
-            code = monitor(rdir, domid, d_config)
+            code = monitor(rdir, domid, d_config, paused=paused)
         finally:
             try:
                 os.unlink(os.path.join(rdir, f"xl-monitor-{domid}.pid"))

@@ -16,6 +16,7 @@ from xen_core.abi import hvm as hvmabi
 
 from .console_client import ConsoleError, open_tty, relay, wait_tty
 from .create import LIBXL_MAXMEM_CONSTANT_KB
+from . import hvm
 from .domains import DOM0_NAME, DomainNotFound, Session, load_userdata
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -113,6 +114,8 @@ def list_cmd(long_, verbose, context, doms):
                     info = sess.pc.domain_info(domid)
                 except XenError:
                     continue
+                if info.get("hvm"):           # QEMU's state and time
+                    info = hvm.list_info(sess, domid, info)
             infos.append((name, domid, info))
         if long_:
             out = []
@@ -147,7 +150,10 @@ def destroy(dom):
         if domid == 0:
             raise _xl_error()("xl: destroy of domain 0 refused")
         try:
-            sess.destroy(domid)
+            if hvm.is_hvm(sess, domid):
+                hvm.destroy(sess, domid)      # and its QEMU
+            else:
+                sess.destroy(domid)
         except XenError as e:
             raise _fail("destroy", domid, e) from None
 
@@ -159,8 +165,11 @@ def pause(dom):
     with open_session() as sess:
         domid = find_domain(sess, dom)
         try:
-            sess.pc.domain_pause(domid)
-        except XenError as e:
+            if hvm.is_hvm(sess, domid):
+                hvm.qmp(sess, domid, "stop")
+            else:
+                sess.pc.domain_pause(domid)
+        except (XenError, hvm.DeviceModelError) as e:
             raise _fail("pause", domid, e) from None
 
 
@@ -171,8 +180,11 @@ def unpause(dom):
     with open_session() as sess:
         domid = find_domain(sess, dom)
         try:
-            sess.pc.domain_unpause(domid)
-        except XenError as e:
+            if hvm.is_hvm(sess, domid):
+                hvm.qmp(sess, domid, "cont")
+            else:
+                sess.pc.domain_unpause(domid)
+        except (XenError, hvm.DeviceModelError) as e:
             raise _fail("unpause", domid, e) from None
 
 
@@ -191,6 +203,18 @@ def _shutdown_or_reboot(how: str, doms, all_, wait, force):
         for domid in targets:
             if domid == 0:
                 raise XlError(f"xl: {how} of domain 0 refused")
+            if hvm.is_hvm(sess, domid):
+                # QEMU's guests have no PV drivers: -F sends the ACPI power
+                # button / a reset (libxl_send_trigger POWER / RESET).
+                if not force:
+                    raise XlError("PV control interface not available: external graceful "
+                                  f"{how} not possible. Use \"-F\" to fall back to ACPI "
+                                  f"{'power' if reason == 0 else 'reset'} event.")
+                try:
+                    hvm.qmp(sess, domid, "system_powerdown" if reason == 0 else "system_reset")
+                except hvm.DeviceModelError as e:
+                    raise _fail(how, domid, e) from None
+                continue
             # libxl__domain_pvcontrol_available: a PVH/HVM guest is PV-aware
             # once it has set its event-channel callback (HVM_PARAM_CALLBACK_IRQ).
             try:

@@ -378,8 +378,8 @@ def test_pvpanic_and_crash_preserve():
 
 
 @pytest.mark.parametrize("path,expect", [
-    ("guests/linux/linux-hvm.cfg", ["-kernel", "guests/build/linux/vmlinuz"]),
-    ("guests/bootsector/bootsector-hvm.cfg", ["-boot", "order=c"]),
+    ("examples/linux-hvm.cfg", ["-kernel", "guests/build/linux/vmlinuz"]),
+    ("examples/bootsector-hvm.cfg", ["-boot", "order=c"]),
 ])
 def test_example_configs(path, expect):
     from toolstack.config import load
