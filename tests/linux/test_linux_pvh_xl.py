@@ -192,6 +192,19 @@ def test_panic_crashes_only_that_domain(booted):
     assert "PYXEN" not in shell(booted, "uname -r")       # still answers
 
 
+def test_xl_destroy_mid_boot(booted):
+    """`xl destroy` while the kernel is still booting: the domain goes,
+    its backends with it, the other domain is untouched."""
+    other = "linux-pvh-3"
+    booted.xl("create", CONFIG, f'name="{other}"')
+    wait_for(lambda: "Booting kernel on Xen PVH" in booted.console_log(other),
+             "the third guest booting", BOOT_WAIT)
+    booted.xl("destroy", other)
+    assert other not in booted.domains()
+    assert NAME in booted.domains()
+    assert "PYXEN" not in shell(booted, "uname -r")
+
+
 def test_xl_shutdown_powers_off_cleanly(booted):
     assert wait_for(lambda: "PYXEN-SHELL" in console(booted), "the /init shell", BOOT_WAIT)
     booted.xl("shutdown", "-w", NAME)
