@@ -245,3 +245,20 @@ def test_shutdown_powers_linux_off(dom0, linux):
     wait_for(lambda: "linux-hvm" not in dom0.domains(), "the powered-off domain to go")
     assert "reason code 0 0x0" in open(os.path.join(dom0.dir, "xl-linux-hvm.log")).read()
     wait_for(lambda: dom0.qemu_pids(linux) == [], "QEMU to end", 30)
+
+
+def test_qemu_death_crashes_the_domain(dom0, tmp_path):
+    cfg = bootsector_cfg(str(tmp_path), "bs-crash", '\non_crash = "preserve"\n')
+    dom0.xl("create", "-p", cfg)
+    domid = created_domid(dom0, "bs-crash")
+    pid, = dom0.qemu_pids(domid)
+    os.kill(pid, signal.SIGKILL)        # the device model dies under the guest
+
+    def crashed():
+        return [v for n, v in dom0.domains().items()
+                if n.startswith("bs-crash-") and v[0] == domid]
+    (_d, _m, _v, state, _t), = wait_for(crashed, "the domain to be crashed and preserved")
+    assert state[4] == "c"
+    assert "reason code 3 0x3" in open(os.path.join(dom0.dir, "xl-bs-crash.log")).read()
+    dom0.xl("destroy", str(domid))
+    assert domid not in [v[0] for v in dom0.domains().values()]
