@@ -13,6 +13,7 @@ from dom0.evtchn import Evtchn                      # noqa: E402
 from tests.core.conftest import CoreProcess, console, start_guest   # noqa: E402
 
 N = 1000
+RUNS = 3
 
 
 def eventfd_rtt(n: int) -> float:
@@ -58,6 +59,29 @@ def guest_dom0_rtt(core, n: int) -> float:
     return dt / n
 
 
+def dom0_dom0_rtt(core, n: int) -> float:
+    """Two handles of one dom0 process, connected through the core alone: a
+    round trip is two passes through the core's handle threads, no vCPU."""
+    pc = core.privcmd()
+    a, b = Evtchn(pc), Evtchn(pc)
+    pa = a.bind_unbound_port(0)
+    pb = b.bind_interdomain(0, pa)
+    b.pending()
+    b.unmask(pb)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        a.notify(pa)
+        b.pending()
+        b.unmask_and_notify(pb, pb)
+        a.pending()
+        a.unmask(pa)
+    dt = time.perf_counter() - t0
+    a.close()
+    b.close()
+    pc.close()
+    return dt / n
+
+
 def guest_guest_rtt(core, n: int) -> float:
     """Two evtchn-ping guests; the connecting one reports the elapsed time."""
     pc = core.privcmd()
@@ -79,18 +103,26 @@ def guest_guest_rtt(core, n: int) -> float:
 
 
 def main():
-    core = CoreProcess("emu")
-    try:
-        ours = guest_dom0_rtt(core, N)
-        gg = guest_guest_rtt(core, N)
-    finally:
-        core.stop()
-    ref = eventfd_rtt(N)
+    # Best of RUNS: two shared, often busy cores make single runs noisy; each
+    # row (reference included) takes its best run, interleaved in one run.
+    ours, gg, loop, ref = [], [], [], []
+    for _ in range(RUNS):
+        core = CoreProcess("emu")
+        try:
+            ours.append(guest_dom0_rtt(core, N))
+            loop.append(dom0_dom0_rtt(core, N))
+            gg.append(guest_guest_rtt(core, N))
+        finally:
+            core.stop()
+        ref.append(eventfd_rtt(N))
+    ours, gg, loop, ref = min(ours), min(gg), min(loop), min(ref)
+    print(f"best of {RUNS} runs of {N} round trips")
     print(f"{'path':<40} {'round trip':>12}")
-    print(f"{'guest <-> dom0 (evtchn, emu)':<40} {ours * 1e6:>9.1f} us")
+    print(f"{'guest <-> dom0 (evtchn, emu)':<40} {ours * 1e6:>9.1f} us  ({ours / ref:.2f}x)")
     print(f"{'guest <-> guest (evtchn, emu)':<40} {gg * 1e6:>9.1f} us  ({gg / ref:.2f}x)")
+    print(f"{'dom0 <-> dom0 through the core':<40} {loop * 1e6:>9.1f} us  ({loop / ref:.2f}x)")
     print(f"{'eventfd ping-pong, two host processes':<40} {ref * 1e6:>9.1f} us")
-    print(f"ratio (ours / eventfd): {ours / ref:.2f}x  (goal <= 1.5x)")
+    print(f"ratio (guest <-> dom0 / eventfd): {ours / ref:.2f}x  (goal <= 1.5x)")
 
 
 if __name__ == "__main__":

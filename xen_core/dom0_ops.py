@@ -74,8 +74,12 @@ class EvtchnHandle:
                     break
                 buf += data
                 n = len(buf) - len(buf) % EVTCHN_CMD.size
-                for cmd, port in EVTCHN_CMD.iter_unpack(buf[:n]):
-                    self._command(cmd, port)
+                # One hold of the event lock per batch (unmask + notify come
+                # together): a contended acquire costs a GIL and futex
+                # hand-off with the vCPU thread that just sent.
+                with self.ev.lock:
+                    for cmd, port in EVTCHN_CMD.iter_unpack(buf[:n]):
+                        self._command(cmd, port)
                 buf = buf[n:]
         except OSError:
             pass
