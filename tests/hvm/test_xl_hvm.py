@@ -87,6 +87,19 @@ class Dom0:
                 pids.append(int(p))
         return pids
 
+    def store(self):
+        """A xenstore connection to this run dir's xenstored."""
+        from toolstack.xs import Xs
+        old = os.environ.get("XENSTORED_PATH")
+        os.environ["XENSTORED_PATH"] = self.env["XENSTORED_PATH"]
+        try:
+            return Xs(self.dir)
+        finally:
+            if old is None:
+                del os.environ["XENSTORED_PATH"]
+            else:
+                os.environ["XENSTORED_PATH"] = old
+
     def kill_all(self):
         # The monitors first: their QEMUs die with them (PR_SET_PDEATHSIG).
         for n in os.listdir(self.dir):
@@ -153,7 +166,21 @@ def test_paused_create_then_destroy_ends_qemu(dom0, tmp_path):
     assert "p" in state
     assert len(dom0.qemu_pids(domid)) == 1
     assert "PYXEN-BOOTSECTOR-OK" not in dom0.serial_log(domid)     # never ran
-    dom0.xl("destroy", "bs-destroy")
+    xs = dom0.store()
+    try:
+        home = f"/local/domain/{domid}"
+        assert xs.read(f"{home}/name") == "bs-destroy"
+        assert xs.read(f"{home}/domid") == str(domid)
+        vm = xs.read(f"{home}/vm")
+        assert xs.read(f"{vm}/name") == "bs-destroy"
+        assert xs.read(f"/local/domain/0/device-model/{domid}/state") == "running"
+        assert xs.read(f"{home}/serial/0/tty").startswith("/dev/pts/")
+        assert int(xs.read(f"{home}/image/device-model-pid")) == dom0.qemu_pids(domid)[0]
+        dom0.xl("destroy", "bs-destroy")
+        for path in (home, vm, f"/local/domain/0/device-model/{domid}", f"/libxl/{domid}"):
+            assert xs.read(path) is None, path
+    finally:
+        xs.close()
     assert "bs-destroy" not in dom0.domains()
     assert dom0.qemu_pids(domid) == []
     # The name is free again: the xenstore home went with the domain.
