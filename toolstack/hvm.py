@@ -113,7 +113,18 @@ def start_dm(sess: Session, domid: int, d_config, paused: bool, on_event) -> Dev
     return dm
 
 
-def wait_dm_running(sess: Session, domid: int, timeout: float = DM_START_WAIT_S) -> None:
+def _monitor_said(rdir: str, name: str, domid: int) -> str | None:
+    """The monitor's one-line reason (its log) for a device model that failed."""
+    try:
+        with open(os.path.join(rdir, f"xl-{name}.log"), errors="replace") as f:
+            lines = [ln for ln in f.read().splitlines() if f"domain {domid}: device model" in ln]
+    except OSError:
+        return None
+    return lines[-1].split("device model: ", 1)[1] if lines else None
+
+
+def wait_dm_running(sess: Session, domid: int, name: str = "",
+                    timeout: float = DM_START_WAIT_S) -> None:
     """xl create waits for QEMU as libxl does (device-model/<domid>/state)."""
     from .create import CreateError
     deadline = time.monotonic() + timeout
@@ -121,8 +132,10 @@ def wait_dm_running(sess: Session, domid: int, timeout: float = DM_START_WAIT_S)
         try:
             sess.pc.domain_info(domid)
         except XenError:
-            raise CreateError(f"domain {domid}: the device model failed to start "
-                              f"(see xl-*.log and qemu-dm-*.log in {sess.rdir})") from None
+            why = _monitor_said(sess.rdir, name, domid) or \
+                f"see xl-{name}.log in {sess.rdir}"
+            raise CreateError(f"domain {domid}: the device model failed to start: "
+                              f"{why}") from None
         if sess.xs.read(dm_state_path(domid)) == "running":
             return
         if time.monotonic() > deadline:

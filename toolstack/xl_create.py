@@ -27,7 +27,7 @@ def create_and_run(d_config, paused: bool = False, console: bool = False,
             spawn(sess.rdir, domid, d_config, paused=paused)
             from .hvm import wait_dm_running
             try:
-                wait_dm_running(sess, domid)
+                wait_dm_running(sess, domid, d_config.c_info.name)
             except CreateError as e:
                 raise XlError(f"xl: {e}") from None
             if console:

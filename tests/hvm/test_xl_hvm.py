@@ -139,6 +139,11 @@ def bootsector_cfg(tmp, name, extra=""):
     with open(os.path.join(ROOT, "examples", "bootsector-hvm.cfg")) as f:
         text = f.read()
     text = re.sub(r'^name = .*$', f'name = "{name}"', text, flags=re.M)
+    # A private copy: QEMU write-locks its disk, and other runs may boot it.
+    disk = os.path.join(tmp, f"{name}.img")
+    shutil.copyfile(BOOTSECTOR, disk)
+    text = text.replace("guests/build/bootsector/disk.img", disk)
+    assert disk in text
     return write_cfg(tmp, name, text + extra)
 
 
@@ -289,3 +294,16 @@ def test_qemu_death_crashes_the_domain(dom0, tmp_path):
     assert "reason code 3 0x3" in open(os.path.join(dom0.dir, "xl-bs-crash.log")).read()
     dom0.xl("destroy", str(domid))
     assert domid not in [v[0] for v in dom0.domains().values()]
+
+
+def test_device_model_failure_is_one_line_and_leaves_nothing(dom0, tmp_path):
+    cfg = write_cfg(str(tmp_path), "bs-bad", 'name = "bs-bad"\ntype = "hvm"\nmemory = 32\n'
+                    "disk = [ 'format=raw, vdev=hda, target=/nonexistent/pyxen.img' ]\n")
+    before = dom0.domains()
+    p = dom0.xl("create", cfg, check=False)
+    assert p.returncode != 0
+    last = p.stderr.splitlines()[-1]
+    assert "device model failed to start" in last and "/nonexistent/pyxen.img" in last, last
+    after = dom0.domains()
+    assert "bs-bad" not in after
+    assert {v[0] for v in after.values()} <= {v[0] for v in before.values()}
