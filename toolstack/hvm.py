@@ -243,19 +243,27 @@ def _reason_of(ev) -> int | None:
 
 def monitor(rdir: str, domid: int, d_config, paused: bool = False) -> int:
     """Run QEMU for the domain and carry out on_poweroff/on_reboot/on_crash;
-    ends once the domain is destroyed."""
-    from .monitor import ACTION_FIELD, log, preserve
+    ends once the domain is destroyed (or the core goes away)."""
+    from .monitor import log
+    try:
+        with Session(rdir) as sess:
+            return _supervise(sess, domid, d_config, paused, log)
+    except ConnectionError as e:
+        log(f"xl: monitor: {e}")
+        return 0
+
+
+def _supervise(sess: Session, domid: int, d_config, paused: bool, log) -> int:
+    from .monitor import ACTION_FIELD, preserve
     from .create import CreateError
     while True:
         events: queue.Queue = queue.Queue()
-        with Session(rdir) as sess:
-            try:
-                dm = start_dm(sess, domid, d_config, paused, events.put)
-            except (ConfigUnsupported, DeviceModelError, OSError) as e:
-                log(f"xl: domain {domid}: device model: {e}")
-                destroy(sess, domid)
-                return 1
-        reason = None
+        try:
+            dm = start_dm(sess, domid, d_config, paused, events.put)
+        except (ConfigUnsupported, DeviceModelError, OSError) as e:
+            log(f"xl: domain {domid}: device model: {e}")
+            destroy(sess, domid)
+            return 1
         preserved = False
         try:
             while True:
@@ -263,43 +271,44 @@ def monitor(rdir: str, domid: int, d_config, paused: bool = False) -> int:
                     ev = events.get(timeout=0.5)
                 except queue.Empty:
                     ev = None
-                with Session(rdir) as sess:
-                    try:
-                        sess.pc.domain_info(domid)
-                    except XenError:
-                        return 0                  # destroyed (xl destroy)
-                    if ev is None or preserved:
-                        continue
-                    reason = _reason_of(ev)
-                    if reason is None:
-                        continue
-                    field = ACTION_FIELD[reason]
-                    action = getattr(d_config, field)
-                    log(f"Domain {domid} has shut down, reason code {reason} 0x{reason:x}")
-                    log(f"Action for shutdown reason code {reason} is {action}")
-                    try:
-                        sess.pc.domain_shutdown(domid, reason)    # xl list: s / c
-                    except XenError:
-                        pass
-                    if action in ("preserve", "coredump-preserve"):
-                        preserve(sess, domid, d_config)
-                        preserved = True          # QEMU kept; wait for xl destroy
-                        continue
-                    if action == "rename-restart":
-                        preserve(sess, domid, d_config)
+                try:
+                    sess.pc.domain_info(domid)
+                except XenError:
+                    return 0                      # destroyed (xl destroy)
+                if ev is None or preserved:
+                    continue
+                reason = _reason_of(ev)
+                if reason is None:
+                    continue
+                action = getattr(d_config, ACTION_FIELD[reason])
+                log(f"Domain {domid} has shut down, reason code {reason} 0x{reason:x}")
+                log(f"Action for shutdown reason code {reason} is {action}")
+                try:
+                    sess.pc.domain_shutdown(domid, reason)    # xl list: s / c
+                except XenError:
+                    pass
+                if action in ("preserve", "coredump-preserve"):
+                    preserve(sess, domid, d_config)
+                    preserved = True              # QEMU kept; wait for xl destroy
+                    continue
+                dm.destroy()
+                if action == "rename-restart":
+                    # The old domain stays, renamed and shut down, for xl destroy.
+                    preserve(sess, domid, d_config)
+                    sess.xs.rm(f"/libxl/{domid}/dm-qmp")
+                else:
                     log(f"Domain {domid} needs to be cleaned up: destroying the domain")
-                    dm.destroy()
                     destroy(sess, domid)
-                    if action not in ("restart", "rename-restart", "coredump-restart"):
-                        log("Done. Exiting now")
-                        return 0
-                    log("Done. Rebooting now")
-                    try:
-                        domid = create(sess, d_config)
-                    except CreateError as e:
-                        log(f"xl: restart of {d_config.c_info.name} failed: {e}")
-                        return 1
-                    paused = False
-                    break
+                if action not in ("restart", "rename-restart", "coredump-restart"):
+                    log("Done. Exiting now")
+                    return 0
+                log("Done. Rebooting now")
+                try:
+                    domid = create(sess, d_config)
+                except CreateError as e:
+                    log(f"xl: restart of {d_config.c_info.name} failed: {e}")
+                    return 1
+                paused = False
+                break
         finally:
             dm.close()
