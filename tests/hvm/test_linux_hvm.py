@@ -73,17 +73,17 @@ def guest(tmp_path_factory):
 
 
 def test_marker(guest):
-    m = guest.wait_for_console(rb"PYXEN-INIT-OK (\S+)", BOOT_WAIT)
+    m = guest.wait_for_console(rb"PYXEN-INIT-OK (\S+)\s", BOOT_WAIT)
     assert m, guest.read_console()[-2000:]
     assert m.group(1).decode() == ASSETS["kernel_release"]
 
 
 def test_disk_size_reported(guest):
-    m = guest.wait_for_console(rb"PYXEN-DISK (\w+) (\d+)", 120)
+    m = guest.wait_for_console(rb"PYXEN-DISK (\w+) (\d+)\s", 120)
     assert m, guest.read_console()[-2000:]
     assert m.group(1) == b"sda"                         # hda on ata_piix
     assert int(m.group(2)) == DISK_BYTES                # qcow2 virtual size
-    m = guest.wait_for_console(rb"PYXEN-DISK-HEAD (\S+)", 30)
+    m = guest.wait_for_console(rb"PYXEN-DISK-HEAD (\S+)\s", 30)
     assert m.group(1) == HEAD
 
 

@@ -41,7 +41,7 @@ def log_of(g) -> str:
 
 
 def test_boots_to_init_marker(linux):
-    m = linux.wait_for(rb"PYXEN-INIT-OK (\S+)", BOOT_WAIT)
+    m = linux.wait_for(rb"PYXEN-INIT-OK (\S+)\s", BOOT_WAIT)
     assert m, f"no /init marker (console ended: {linux.ended}, result {linux.result}):\n" \
               + log_of(linux)[-3000:]
     assert m.group(1).decode() == ASSETS["kernel_release"]

@@ -93,7 +93,7 @@ def test_hvc0_console_reaches_init_marker(booted):
     assert wait_for(lambda: "PYXEN-SHELL" in console(booted), "the /init shell",
                     BOOT_WAIT)
     log = console(booted)
-    m = re.search(r"PYXEN-INIT-OK (\S+)", log)
+    m = re.search(r"PYXEN-INIT-OK (\S+)\s", log)
     assert m and m.group(1) == ASSETS["kernel_release"], log[-2000:]
     assert "printk: console [hvc0] enabled" in log
 
