@@ -137,7 +137,7 @@ def test_dom0_notify_checks_and_handle_close_unbinds(pc):
 def grant_guest(pc, cmdline=""):
     dom = start_guest(pc, "grant-share", cmdline=cmdline)
     pc.domain_unpause(dom)
-    ref = int(wait_for(pc, dom, r"gref (\d+)").group(1))
+    ref = int(wait_for(pc, dom, r"gref (\d+) frame").group(1))
     return dom, ref
 
 

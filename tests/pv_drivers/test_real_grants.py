@@ -20,7 +20,7 @@ def test_ring_and_grant_copies_through_gntdev(pc, events, tmp_path):  # noqa: F8
     from tests.core.conftest import start_guest
     dom = start_guest(pc, "grant-share")
     pc.domain_unpause(dom)
-    ref = int(wait_for(pc, dom, r"gref (\d+)").group(1))
+    ref = int(wait_for(pc, dom, r"gref (\d+) frame").group(1))
     with pytest.raises(TransportError):
         XenQueue(pc, dom, [[ref + 100]], [])          # never granted: nothing mapped
     q = XenQueue(pc, dom, [[ref]], [])
