@@ -5,6 +5,7 @@ else /run/pyxen as root, else $XDG_RUNTIME_DIR/pyxen.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 from xen_core.abi import privif
@@ -30,3 +31,20 @@ def userdata_dir(rdir: str) -> str:
 
 def console_log_dir(rdir: str) -> str:
     return os.path.join(rdir, "console")
+
+
+@contextlib.contextmanager
+def pid_file(path: str | None):
+    """Hold `path` with this process's pid while the service runs (no-op
+    without a path); xencommons reads it to stop the service."""
+    if path:
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        if path:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass

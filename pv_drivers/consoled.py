@@ -410,18 +410,11 @@ def main(argv=None) -> int:
         return 1
     signal.signal(signal.SIGTERM, lambda *_: d.stop())
     signal.signal(signal.SIGINT, lambda *_: d.stop())
-    if args.pid_file:
-        with open(args.pid_file, "w") as f:
-            f.write(f"{os.getpid()}\n")
     try:
-        d.run()
+        with rundir.pid_file(args.pid_file):
+            d.run()
     finally:
         d.close()
-        if args.pid_file:
-            try:
-                os.unlink(args.pid_file)
-            except FileNotFoundError:
-                pass
     return 0
 
 

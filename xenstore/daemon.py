@@ -12,23 +12,13 @@ import os
 import signal
 import sys
 
+from dom0 import rundir
+
 from .quota import Quota, parse_quota_arg
 from .server import XenStoreServer
 from .store import Store, create_skeleton
 
-PROJECT = "pyxen"
 LEGACY_SOCKET = "/var/run/xenstored/socket"
-
-
-def run_dir() -> str:
-    """$XEN_RUN_DIR, else /run/pyxen as root, else $XDG_RUNTIME_DIR/pyxen."""
-    d = os.environ.get("XEN_RUN_DIR")
-    if d:
-        return d
-    if os.geteuid() == 0:
-        return f"/run/{PROJECT}"
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/{PROJECT}-{os.getuid()}"
-    return os.path.join(base, PROJECT)
 
 
 def socket_path(args) -> str:
@@ -36,7 +26,7 @@ def socket_path(args) -> str:
         return args.socket
     if args.legacy_socket:
         return LEGACY_SOCKET
-    return os.environ.get("XENSTORED_PATH") or os.path.join(run_dir(), "xenstored", "socket")
+    return rundir.xenstored_socket(rundir.run_dir())
 
 
 def parse_args(argv):
@@ -140,22 +130,14 @@ def main(argv=None) -> int:
                         format="%(asctime)s xenstored: %(message)s")
     if not args.no_fork:
         _daemonize()
-    if args.pid_file:
-        with open(args.pid_file, "w") as f:
-            f.write(f"{os.getpid()}\n")
-    try:
-        asyncio.run(serve(args, quota, soft))
-    except OSError as e:
-        logging.getLogger("xenstored").error("cannot serve on %s: %s", socket_path(args), e)
-        print(f"xenstored: cannot serve on {socket_path(args)}: {e.strerror or e}",
-              file=sys.stderr)
-        return 1
-    finally:
-        if args.pid_file:
-            try:
-                os.unlink(args.pid_file)
-            except FileNotFoundError:
-                pass
+    with rundir.pid_file(args.pid_file):
+        try:
+            asyncio.run(serve(args, quota, soft))
+        except OSError as e:
+            logging.getLogger("xenstored").error("cannot serve on %s: %s", socket_path(args), e)
+            print(f"xenstored: cannot serve on {socket_path(args)}: {e.strerror or e}",
+                  file=sys.stderr)
+            return 1
     return 0
 
 
