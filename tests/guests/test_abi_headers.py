@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from xen_core.abi import elfnote
 from xen_core.abi import hvm_start_info as abi
 
 from .conftest import ROOT
@@ -54,6 +55,6 @@ def test_python_start_info_matches_c(ours):
     assert int(ours["sizeof hvm_modlist_entry"]) == abi.HVM_MODLIST_ENTRY.size
     assert int(ours["sizeof hvm_memmap_table_entry"]) == abi.HVM_MEMMAP_TABLE_ENTRY.size
     assert int(ours["const XEN_HVM_START_MAGIC_VALUE"]) == abi.XEN_HVM_START_MAGIC_VALUE
-    for name, value in vars(abi).items():
+    for name, value in (vars(abi) | vars(elfnote)).items():
         if name.startswith(("XEN_ELFNOTE_", "XEN_HVM_MEMMAP_TYPE_")) and isinstance(value, int):
             assert int(ours[f"const {name}"]) == value, name

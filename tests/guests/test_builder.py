@@ -6,6 +6,7 @@ import pytest
 
 from toolstack.builder.elf import BuildError, load_kernel, parse_notes
 from toolstack.builder.pvh import build_pvh
+from xen_core.abi import elfnote
 from xen_core.abi import hvm_start_info as abi
 from xen_core.abi.layout import SPECIAL_REGION_END, SPECIAL_REGION_START
 from xen_core.accel.base import CpuMode
@@ -25,8 +26,8 @@ def write(tmp_path, name, data):
 @pytest.fixture
 def kernel(tmp_path):
     """A 64-bit kernel: code at 1 MiB with 0x3000 bytes of bss after it."""
-    notes = (note("Xen", abi.XEN_ELFNOTE_GUEST_OS, b"testos\0")
-             + note("Xen", abi.XEN_ELFNOTE_LOADER, b"generic\0")
+    notes = (note("Xen", elfnote.XEN_ELFNOTE_GUEST_OS, b"testos\0")
+             + note("Xen", elfnote.XEN_ELFNOTE_LOADER, b"generic\0")
              + phys32(0x100010))
     return write(tmp_path, "k.elf", make_elf(
         segments=[(0x100000, CODE, len(CODE) + 0x3000)], phdr_notes=notes, entry=0x100000))
@@ -194,7 +195,7 @@ def test_missing_kernel_file(tmp_path):
 def test_missing_phys32_entry(tmp_path):
     k = write(tmp_path, "nopvh.elf", make_elf(
         segments=[(0x100000, CODE, len(CODE))],
-        phdr_notes=note("Xen", abi.XEN_ELFNOTE_GUEST_OS, b"linux\0")))
+        phdr_notes=note("Xen", elfnote.XEN_ELFNOTE_GUEST_OS, b"linux\0")))
     with pytest.raises(BuildError, match="PHYS32_ENTRY"):
         build_pvh(k, 16 * MiB)
 

@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from toolstack.builder.elf import BuildError
 from toolstack.builder.pvh import build_pvh
+from xen_core.abi import elfnote
 from xen_core.abi import hvm_start_info as abi
 
 from .elfgen import EM_386, EM_X86_64, make_elf, note, phys32
@@ -26,7 +27,7 @@ def kernels(draw):
         addr += memsz + draw(st.integers(0, 4)) * 0x1000
     seg = draw(st.sampled_from(segs))
     entry = seg[0] + draw(st.integers(0, seg[2] - 1))
-    extra = draw(st.sampled_from([b"", note("Xen", abi.XEN_ELFNOTE_GUEST_OS, b"os\0")]))
+    extra = draw(st.sampled_from([b"", note("Xen", elfnote.XEN_ELFNOTE_GUEST_OS, b"os\0")]))
     where = draw(st.sampled_from(["phdr", "section"]))
     notes = extra + phys32(entry)
     elf = make_elf(elfclass=draw(st.sampled_from([32, 64])),

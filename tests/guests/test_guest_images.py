@@ -9,7 +9,7 @@ from elftools.elf.elffile import ELFFile
 
 from toolstack.builder.elf import load_kernel, parse_notes
 from toolstack.builder.pvh import build_pvh
-from xen_core.abi import hvm_start_info as abi
+from xen_core.abi import elfnote
 
 from .conftest import GUEST_NAMES, GUESTS_DIR
 
@@ -87,5 +87,5 @@ def test_phys32_note_is_4_bytes_like_linux(built_guests):
     with open(built_guests["hello"], "rb") as f:
         sec = ELFFile(f).get_section_by_name(".note")
         notes = {t: d for n, t, d in parse_notes(sec.data()) if n == "Xen"}
-    assert len(notes[abi.XEN_ELFNOTE_PHYS32_ENTRY]) == 4
-    assert int.from_bytes(notes[abi.XEN_ELFNOTE_PHYS32_ENTRY], "little") == k.phys32_entry
+    assert len(notes[elfnote.XEN_ELFNOTE_PHYS32_ENTRY]) == 4
+    assert int.from_bytes(notes[elfnote.XEN_ELFNOTE_PHYS32_ENTRY], "little") == k.phys32_entry

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from elftools.common.exceptions import ELFError, ELFParseError
 from elftools.elf.elffile import ELFFile
 
-from xen_core.abi import hvm_start_info as abi
+from xen_core.abi import elfnote
 
 from .bzimage import BzImageError, extract_payload, is_bzimage
 
@@ -59,9 +59,9 @@ class KernelElf:
 
 
 def _decode_note(ntype: int, desc: bytes) -> int | str | bytes:
-    if ntype in abi.XEN_ELFNOTE_STRINGS:
+    if ntype in elfnote.XEN_ELFNOTE_STRINGS:
         return desc.split(b"\0", 1)[0].decode("ascii", "replace")
-    if ntype in abi.XEN_ELFNOTE_NUMBERS and len(desc) in (1, 2, 4, 8):
+    if ntype in elfnote.XEN_ELFNOTE_NUMBERS and len(desc) in (1, 2, 4, 8):
         return int.from_bytes(desc, "little")
     return bytes(desc)
 
@@ -89,8 +89,8 @@ def _xen_notes(blobs: list[bytes]) -> dict[str, int | str | bytes]:
     found: dict[str, int | str | bytes] = {}
     for blob in blobs:
         for name, ntype, desc in parse_notes(blob):
-            if name == "Xen" and ntype in abi.XEN_ELFNOTE_NAMES:
-                found[abi.XEN_ELFNOTE_NAMES[ntype]] = _decode_note(ntype, desc)
+            if name == "Xen" and ntype in elfnote.XEN_ELFNOTE_NAMES:
+                found[elfnote.XEN_ELFNOTE_NAMES[ntype]] = _decode_note(ntype, desc)
     return found
 
 

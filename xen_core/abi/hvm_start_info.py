@@ -1,45 +1,7 @@
-"""PVH boot ABI: the `Xen` ELF notes a kernel carries (public elfnote.h) and
-the `hvm_start_info` structure it finds at %ebx on entry
-(public arch-x86/hvm/start_info.h), version 1, little-endian x86-64."""
+"""PVH boot ABI: the `hvm_start_info` structure a kernel finds at %ebx on
+entry (public arch-x86/hvm/start_info.h), version 1, little-endian x86-64.
+The ELF notes that announce a PVH entry are in `elfnote`."""
 import struct
-
-# ELF note types (name "Xen"); PHYS32_ENTRY is what makes a kernel PVH.
-XEN_ELFNOTE_INFO = 0
-XEN_ELFNOTE_ENTRY = 1
-XEN_ELFNOTE_HYPERCALL_PAGE = 2
-XEN_ELFNOTE_VIRT_BASE = 3
-XEN_ELFNOTE_PADDR_OFFSET = 4
-XEN_ELFNOTE_XEN_VERSION = 5
-XEN_ELFNOTE_GUEST_OS = 6
-XEN_ELFNOTE_GUEST_VERSION = 7
-XEN_ELFNOTE_LOADER = 8
-XEN_ELFNOTE_PAE_MODE = 9
-XEN_ELFNOTE_FEATURES = 10
-XEN_ELFNOTE_BSD_SYMTAB = 11
-XEN_ELFNOTE_HV_START_LOW = 12
-XEN_ELFNOTE_L1_MFN_VALID = 13
-XEN_ELFNOTE_SUSPEND_CANCEL = 14
-XEN_ELFNOTE_INIT_P2M = 15
-XEN_ELFNOTE_MOD_START_PFN = 16
-XEN_ELFNOTE_SUPPORTED_FEATURES = 17
-XEN_ELFNOTE_PHYS32_ENTRY = 18
-
-XEN_ELFNOTE_NAMES = {
-    v: k[len("XEN_ELFNOTE_"):] for k, v in globals().items() if k.startswith("XEN_ELFNOTE_")
-}
-# How Xen's libelf reads each note: a NUL-terminated string or a number
-# (1, 2, 4 or 8 bytes); the rest are kept as raw bytes.
-XEN_ELFNOTE_STRINGS = frozenset({
-    XEN_ELFNOTE_XEN_VERSION, XEN_ELFNOTE_GUEST_OS, XEN_ELFNOTE_GUEST_VERSION,
-    XEN_ELFNOTE_LOADER, XEN_ELFNOTE_PAE_MODE, XEN_ELFNOTE_FEATURES,
-    XEN_ELFNOTE_BSD_SYMTAB,
-})
-XEN_ELFNOTE_NUMBERS = frozenset({
-    XEN_ELFNOTE_ENTRY, XEN_ELFNOTE_HYPERCALL_PAGE, XEN_ELFNOTE_VIRT_BASE,
-    XEN_ELFNOTE_PADDR_OFFSET, XEN_ELFNOTE_HV_START_LOW, XEN_ELFNOTE_L1_MFN_VALID,
-    XEN_ELFNOTE_SUSPEND_CANCEL, XEN_ELFNOTE_INIT_P2M, XEN_ELFNOTE_MOD_START_PFN,
-    XEN_ELFNOTE_PHYS32_ENTRY,
-})
 
 XEN_HVM_START_MAGIC_VALUE = 0x336EC578
 HVM_START_INFO_VERSION = 1
