@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from xen_core.accel import kvm  # noqa: E402
+from xen_core.accel import cpu_has_hardware_virt, kvm  # noqa: E402
 from xen_core.accel.base import HYPERCALL_PORT, BootState, CpuMode, RunResult  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "10000"))
@@ -98,7 +98,7 @@ def main() -> int:
         ("KVM_GET_REGS", get, "raw out exit in C, sync REGS", raw),
         ("KVM_SET_REGS", set_, "raw out exit in C, sync REGS", raw),
     ]
-    hw = "hardware virt" if kvm.is_hardware_virt() else "no vmx/svm: kvm_pvm-style software KVM"
+    hw = "hardware virt" if cpu_has_hardware_virt() else "no vmx/svm: kvm_pvm-style software KVM"
     print(f"KVM engine, best of {REPEAT} x {N} iterations ({hw}); "
           "guest loop: mov, out, jmp at ring 0")
     print(f"{'measure':50} {'us':>8}  {'reference':32} {'us':>8} {'ratio':>7}")

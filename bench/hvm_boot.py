@@ -32,7 +32,7 @@ sys.path.insert(0, ROOT)
 
 from tests.hvm.helpers import BOOTSECTOR, cfg, linux_assets  # noqa: E402
 from toolstack.devicemodel import DeviceModel, qemu_argv  # noqa: E402
-from toolstack.devicemodel.accel import hardware_virt, kvm_device_works  # noqa: E402
+from toolstack.devicemodel.accel import cpu_has_hardware_virt, kvm_device_works  # noqa: E402
 
 WAIT = 300
 
@@ -161,7 +161,7 @@ def main():
     args = ap.parse_args()
     guests = guest_configs()
     accels = ["tcg"]
-    if hardware_virt() and kvm_device_works()[0]:
+    if cpu_has_hardware_virt() and kvm_device_works()[0]:
         accels.append("kvm")
     rows = []
     with tempfile.TemporaryDirectory(prefix="hvmbench-") as tmp:

@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from xen_core.abi.cpuid import HYPERCALL_PAGE_MSR, XEN_CPUID_BASE
-from xen_core.accel import kvm
+from xen_core.accel import cpu_has_hardware_virt, kvm
 from xen_core.accel.base import BootState, CpuMode, RunResult
 
 from .kvm_guest import (CODE, DATA, PML4, PROLOGUE32, TO_LONG64, GuestMemory,
@@ -69,14 +69,6 @@ def run_guest(vm_factory, src, handler=None, **regs):
 
 
 # -- host side --------------------------------------------------------------
-
-def test_is_hardware_virt_reads_cpu_flags(tmp_path):
-    yes, no = tmp_path / "yes", tmp_path / "no"
-    yes.write_text("processor\t: 0\nflags\t\t: fpu vme svm lm\n")
-    no.write_text("processor\t: 0\nflags\t\t: fpu vme lm svm_lock\n")
-    assert kvm.is_hardware_virt(str(yes)) is True
-    assert kvm.is_hardware_virt(str(no)) is False
-    assert kvm.is_hardware_virt(str(tmp_path / "missing")) is False
 
 
 def test_usable_names_the_problem_when_the_device_is_wrong(tmp_path):
@@ -500,7 +492,7 @@ def test_emulation_failure_is_an_error_naming_the_instruction(vm_factory):
     vcpu = vm.vcpu()
     handler = Recorder()
     result = vcpu.run(handler)
-    if kvm.is_hardware_virt():
+    if cpu_has_hardware_virt():
         assert result is RunResult.STOPPED and handler.nrs == [0x30, Recorder.DONE]
     else:
         assert result is RunResult.ERROR and handler.nrs == []

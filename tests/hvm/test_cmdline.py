@@ -351,11 +351,11 @@ def test_hardware_virt_flag():
 
 
 def test_choose_accel(monkeypatch):
-    monkeypatch.setattr(dm_accel, "hardware_virt", lambda: False)
+    monkeypatch.setattr(dm_accel, "cpu_has_hardware_virt", lambda cpuinfo=None: False)
     monkeypatch.setattr(dm_accel, "kvm_device_works", lambda: (True, "ok"))
     assert dm_accel.choose_accel()[0] == "tcg"       # software KVM: TCG
     assert dm_accel.choose_accel("kvm")[0] == "kvm"  # asked for: honoured
-    monkeypatch.setattr(dm_accel, "hardware_virt", lambda: True)
+    monkeypatch.setattr(dm_accel, "cpu_has_hardware_virt", lambda cpuinfo=None: True)
     assert dm_accel.choose_accel()[0] == "kvm"
     monkeypatch.setattr(dm_accel, "kvm_device_works", lambda: (False, "/dev/kvm: No such file"))
     assert dm_accel.choose_accel() == ("tcg", "/dev/kvm: No such file")

@@ -16,7 +16,7 @@ import tty
 import pytest
 
 from toolstack.devicemodel import DeviceModel, qemu_argv
-from toolstack.devicemodel.accel import hardware_virt, kvm_device_works
+from toolstack.devicemodel.accel import cpu_has_hardware_virt, kvm_device_works
 
 from .helpers import QEMU, QEMU_IMG, cfg, linux_assets
 
@@ -167,7 +167,7 @@ def _wait(pred, timeout):
     return True
 
 
-@pytest.mark.skipif(not (hardware_virt() and kvm_device_works()[0]),
+@pytest.mark.skipif(not (cpu_has_hardware_virt() and kvm_device_works()[0]),
                     reason="no vmx/svm: software KVM runs this kernel ~1000x slower")
 def test_linux_on_kvm(tmp_path):
     dm = boot(tmp_path, "kvm", 12)

@@ -10,16 +10,10 @@ from __future__ import annotations
 import fcntl
 import os
 
+from xen_core.accel import cpu_has_hardware_virt
+
 KVM_GET_API_VERSION = 0xAE00          # _IO(KVMIO, 0x00)
 KVM_API_VERSION = 12
-
-
-def cpu_has_hardware_virt(cpuinfo_text: str) -> bool:
-    for line in cpuinfo_text.splitlines():
-        if line.startswith("flags"):
-            flags = line.split(":", 1)[1].split()
-            return "vmx" in flags or "svm" in flags
-    return False
 
 
 def kvm_device_works(path="/dev/kvm") -> tuple[bool, str]:
@@ -38,14 +32,6 @@ def kvm_device_works(path="/dev/kvm") -> tuple[bool, str]:
     return True, "ok"
 
 
-def hardware_virt() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return cpu_has_hardware_virt(f.read())
-    except OSError:
-        return False
-
-
 def choose_accel(requested: str = "auto") -> tuple[str, str]:
     """("kvm" | "tcg", why).  An explicit "kvm" that /dev/kvm cannot serve
     raises RuntimeError; "kvm" without vmx/svm is honoured (slow, but asked)."""
@@ -58,7 +44,7 @@ def choose_accel(requested: str = "auto") -> tuple[str, str]:
         if not ok:
             raise RuntimeError(f"accelerator kvm unusable: {why}")
         return "kvm", "asked for"
-    if not hardware_virt():
+    if not cpu_has_hardware_virt():
         return "tcg", "no vmx/svm flag in /proc/cpuinfo (a software KVM would emulate ring 0)"
     if not ok:
         return "tcg", why

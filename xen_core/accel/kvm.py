@@ -64,20 +64,6 @@ _INTERNAL_ERROR_EMULATION = 1
 MAX_VCPU_ID = 1023
 
 
-def is_hardware_virt(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True when the host CPU advertises VT-x or AMD-V (`vmx`/`svm` flag).
-    kvm_pvm works without either, but emulates ring-0 guest code."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    return "vmx" in flags or "svm" in flags
-    except OSError:
-        pass
-    return False
-
-
 class KvmError(OSError):
     """A KVM ioctl failed; errno and a message naming the operation."""
 
