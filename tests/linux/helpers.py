@@ -113,3 +113,62 @@ class LinuxPvh:
                 self._thread.join(30)
         finally:
             self.core.close()
+
+
+# ---- guests created by `xl create` (tests.dom0.conftest.Dom0) ---------------
+
+def xs_read(d, path: str) -> bytes | None:
+    """One xenstore read through d's xenstored (None if the node is absent)."""
+    import pyxs
+    with pyxs.Client(unix_socket_path=d.env["XENSTORED_PATH"]) as c:
+        try:
+            return c.read(path.encode())
+        except pyxs.PyXSError:
+            return None
+
+
+def xs_list(d, path: str) -> list[str] | None:
+    """The children of a xenstore node (None if it is absent)."""
+    import pyxs
+    with pyxs.Client(unix_socket_path=d.env["XENSTORED_PATH"]) as c:
+        try:
+            return sorted(k.decode() for k in c.list(path.encode()))
+        except pyxs.PyXSError:
+            return None
+
+
+def console_shell(d, name: str, command: str, timeout: float, wait: bool = True) -> str:
+    """Run `command` in domain `name`'s /init shell through its console pty
+    (what `xl console` attaches to); its output up to a computed end marker
+    (the marker is computed by the shell so its echo of the command line
+    does not match)."""
+    import select
+    import tty
+    domid = d.domains()[name][0]
+    pty = xs_read(d, f"/local/domain/{domid}/console/tty")
+    assert pty, f"no console tty for {name}"
+    fd = os.open(pty.decode(), os.O_RDWR | os.O_NOCTTY)
+    try:
+        tty.setraw(fd)
+        if not wait:
+            os.write(fd, f"{command}\r".encode())
+            return ""
+        os.write(fd, f"{command}; echo END-$((40+2))-MARK\r".encode())
+        out = b""
+        deadline = time.monotonic() + timeout
+        while b"END-42-MARK" not in out and time.monotonic() < deadline:
+            if select.select([fd], [], [], 1)[0]:
+                out += os.read(fd, 65536)
+    finally:
+        os.close(fd)
+    assert b"END-42-MARK" in out, out[-1000:]
+    return out.decode(errors="replace").split("END-42-MARK")[0]
+
+
+def make_disk(path, head: bytes, size: int) -> str:
+    """A raw image whose first line is `head` (what /init's PYXEN-DISK-HEAD
+    reports), sparse to `size` bytes."""
+    with open(path, "wb") as f:
+        f.write(head + b"\n")
+        f.truncate(size)
+    return str(path)
