@@ -227,38 +227,71 @@ class GrantTables:
                 self._unpin(rt, ref, act, readonly)
                 self._maybe_forget(rt)
 
+    def copy_many(self, ldomid: int, ops, local_frame: Callable[[int, int], object | None],
+                  do_copy: Callable[[object, int, object, int, int], None]) -> list[int]:
+        """gnttab_copy over an array of ops, each (src ref or gmfn, src domid,
+        src offset, dst ..., len, flags): GNTST_* per op. A side without its
+        GNTCOPY_*_gref flag is a frame of the caller (DOMID_SELF only),
+        resolved by `local_frame(domid, gmfn)`. As Xen's gnttab_copy_buf, an
+        op naming the same grant or frame as the previous op on that side
+        reuses its pin; every pin is dropped by the end."""
+        held: list = [None, None]      # per side: (key, frame, pin or None)
+        out = []
+        try:
+            for op in ops:
+                try:
+                    self._copy_one(ldomid, op, held, local_frame, do_copy)
+                    out.append(g.GNTST_okay)
+                except GrantError as e:
+                    out.append(e.status)
+        finally:
+            for h in held:
+                self._drop(h)
+        return out
+
     def copy(self, ldomid: int, src: tuple, dst: tuple, length: int, flags: int,
-             local_frame: Callable[[int, int], object | None],
-             do_copy: Callable[[object, int, object, int, int], None]) -> None:
-        """One gnttab_copy: `src`/`dst` are (ref or gmfn, domid, offset).
-        A side without its GNTCOPY_*_gref flag is a frame of the caller
-        (DOMID_SELF only); `local_frame(domid, gmfn)` resolves it."""
-        sides = ((src, flags & g.GNTCOPY_source_gref, True), (dst, flags & g.GNTCOPY_dest_gref, False))
-        for (_, domid, _), is_gref, _ in sides:   # gnttab_copy_lock_domain
+             local_frame, do_copy) -> None:
+        """One gnttab_copy; `src`/`dst` are (ref or gmfn, domid, offset)."""
+        held: list = [None, None]
+        try:
+            self._copy_one(ldomid, (*src, *dst, length, flags), held, local_frame, do_copy)
+        finally:
+            for h in held:
+                self._drop(h)
+
+    def _drop(self, h) -> None:
+        if h is not None and h[2] is not None:
+            self.release(*h[2])
+
+    def _copy_one(self, ldomid, op, held, local_frame, do_copy) -> None:
+        su, sdom, soff, du, ddom, doff, length, flags = op
+        sides = ((su, sdom, bool(flags & g.GNTCOPY_source_gref), True),
+                 (du, ddom, bool(flags & g.GNTCOPY_dest_gref), False))
+        for _, domid, is_gref, _ in sides:          # gnttab_copy_lock_domain
             if domid != DOMID_SELF and not is_gref:
                 raise GrantError(g.GNTST_permission_denied, "copy by frame needs DOMID_SELF")
             t = self.tables.get(ldomid if domid == DOMID_SELF else domid)
             if t is None or t.dying:
                 raise GrantError(g.GNTST_bad_domain, f"no domain {domid}")
-        pinned, frames = [], []
-        try:
-            with self.lock:
-                for (u, domid, _), is_gref, readonly in sides:   # gnttab_copy_claim_buf
-                    domid = ldomid if domid == DOMID_SELF else domid
-                    if is_gref:
-                        frames.append(self.acquire(ldomid, domid, u, readonly))
-                        pinned.append((domid, u, readonly))
-                    else:
-                        frame = local_frame(domid, u)
-                        if frame is None:
-                            raise GrantError(g.GNTST_bad_page, f"frame {u:#x} invalid")
-                        frames.append(frame)
-            if src[2] + length > 4096 or dst[2] + length > 4096:
-                raise GrantError(g.GNTST_bad_copy_arg, "copy beyond page area")
-            do_copy(frames[0], src[2], frames[1], dst[2], length)
-        finally:
-            for domid, ref, readonly in pinned:
-                self.release(domid, ref, readonly)
+        frames = []
+        for i, (u, domid, is_gref, readonly) in enumerate(sides):   # gnttab_copy_claim_buf
+            domid = ldomid if domid == DOMID_SELF else domid
+            key = (domid, is_gref, u)
+            if held[i] is None or held[i][0] != key:
+                h, held[i] = held[i], None
+                self._drop(h)
+                if is_gref:
+                    frame = self.acquire(ldomid, domid, u, readonly)
+                    held[i] = (key, frame, (domid, u, readonly))
+                else:
+                    frame = local_frame(domid, u)
+                    if frame is None:
+                        raise GrantError(g.GNTST_bad_page, f"frame {u:#x} invalid")
+                    held[i] = (key, frame, None)
+            frames.append(held[i][1])
+        if soff + length > 4096 or doff + length > 4096:
+            raise GrantError(g.GNTST_bad_copy_arg, "copy beyond page area")
+        do_copy(frames[0], soff, frames[1], doff, length)
 
     # -- life cycle ------------------------------------------------------------
     def domain_destroyed(self, domid: int) -> list[Mapping]:

@@ -14,6 +14,7 @@ held. `Dom0Ops` is mixed into the daemon's Connection.
 """
 from __future__ import annotations
 
+import array
 import logging
 import os
 import socket
@@ -22,6 +23,7 @@ import threading
 
 from . import events
 from .abi import grant_table as g
+from .abi import privif as pv
 from .abi import xen as x
 from .abi.layout import PAGE_SHIFT
 from .memory import GuestMemory
@@ -35,6 +37,7 @@ EVTCHN_CMD_NOTIFY = 2
 PORT = struct.Struct("<I")
 GNTDEV_BUF_PAGES = 64          # bounce buffer for grant copies (256 KiB)
 MAX_MAP_REFS = 1024
+MAX_FDS_PER_REPLY = 16         # privif.MAX_FDS_PER_FRAME
 
 
 class EvtchnHandle:
@@ -160,6 +163,60 @@ class GntdevHandle:
         self.buf = GuestMemory(f"gntdev-buf{hid}", 0, GNTDEV_BUF_PAGES)
         self.lock = threading.Lock()
         self.closed = False
+        # Memories whose fd this handle passed (serial -> GuestMemory): the
+        # process keeps one mapping of each, so later maps pass no fd.
+        self.sent: dict[int, GuestMemory] = {}
+        self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        threading.Thread(target=self._channel, daemon=True, name=f"gntdev-h{hid}").start()
+
+    # -- the handle's own channel (xen_core.abi.privif GNTDEV_*) -------------------
+    def _channel(self) -> None:
+        sock = self.sock.dup()
+        try:
+            while True:
+                req = sock.recv(pv.GNTDEV_MAX_PACKET + 1)
+                if not req:
+                    break
+                fds = []
+                try:
+                    rep, fds = self._request(req)
+                    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+                    sock.sendmsg([rep], anc)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+            self.close()
+
+    def _request(self, req: bytes) -> tuple[bytes, list[int]]:
+        try:
+            cmd, count = pv.GNTDEV_REQ.unpack_from(req)
+            size = {pv.GNTDEV_CMD_MAP: pv.GNTDEV_MAP, pv.GNTDEV_CMD_UNMAP: pv.GNTDEV_UNMAP,
+                    pv.GNTDEV_CMD_COPY: pv.GNTDEV_COPY}[cmd].size
+            if not 0 < count <= pv.GNTDEV_MAX_RECORDS or len(req) != pv.GNTDEV_REQ.size + count * size:
+                raise ValueError
+        except (KeyError, ValueError, struct.error):
+            return pv.GNTDEV_REP.pack(-x.EINVAL, 0), []
+        body = memoryview(req)[pv.GNTDEV_REQ.size:]
+        fds, serials = [], []
+        if cmd == pv.GNTDEV_CMD_MAP:
+            maps, serials, fds = self.map_refs(
+                [(domid, ref, ro) for ref, domid, ro in pv.GNTDEV_MAP.iter_unpack(body)])
+            recs = b"".join(pv.GNTDEV_MAP_REP.pack(*(m if len(m) == 4 else (m[0], 0, 0, 0)))
+                            for m in maps)
+        elif cmd == pv.GNTDEV_CMD_UNMAP:
+            recs = b"".join(pv.GNTDEV_STATUS.pack(st) for st in self.unmap(
+                [h for (h,) in pv.GNTDEV_UNMAP.iter_unpack(body)]))
+        else:
+            recs = b"".join(pv.GNTDEV_STATUS.pack(st) for st in self.copy(
+                list(pv.GNTDEV_COPY.iter_unpack(body))))
+        gone = self.gone()
+        return b"".join((pv.GNTDEV_REP.pack(0, count), recs,
+                         pv.GNTDEV_U32.pack(len(serials)), *map(pv.GNTDEV_U32.pack, serials),
+                         pv.GNTDEV_U32.pack(len(gone)), *map(pv.GNTDEV_U32.pack, gone))), fds
 
     def map(self, domid: int, refs: list[int], readonly: bool):
         from grant_tables.table import GrantError
@@ -182,6 +239,60 @@ class GntdevHandle:
                 fd = os.dup(mem.fd)
         return done, offsets, fd, mem.nr_frames << PAGE_SHIFT
 
+    def map_refs(self, entries) -> tuple[list, list[int], list[int]]:
+        """Map [(domid, ref, readonly)], each on its own: ([status] or
+        [0, handle, serial, offset] per entry, serials of the fds passed
+        (one dup each, for memories this handle has not passed before), fds)."""
+        from grant_tables.table import GrantError
+        tables = self.gc.tables
+        out, serials, fds = [], [], []
+        try:
+            for domid, ref, readonly in entries:
+                flags = g.GNTMAP_host_map | (g.GNTMAP_readonly if readonly else 0)
+                try:
+                    if tables.table(domid) is None:
+                        self.gc.table(domid)
+                    h, (mem, frame) = tables.map(0, domid, ref, flags)
+                except GrantError as e:
+                    out.append([e.status])
+                    continue
+                status = self._pass_memory(mem, serials, fds)
+                if status != g.GNTST_okay:
+                    tables.unmap(0, h)
+                    out.append([status])
+                    continue
+                with self.lock:
+                    self.handles.add(h)
+                out.append([g.GNTST_okay, h, mem.serial, frame << PAGE_SHIFT])
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return out, serials, fds
+
+    def _pass_memory(self, mem, serials, fds) -> int:
+        with self.lock:
+            if mem.serial in self.sent:
+                return g.GNTST_okay
+            if len(fds) >= MAX_FDS_PER_REPLY:
+                return g.GNTST_no_device_space     # too many new domains in one batch
+            with mem.lock:
+                if mem.closed:
+                    return g.GNTST_bad_domain      # destroyed under our feet
+                fds.append(os.dup(mem.fd))
+            serials.append(mem.serial)
+            self.sent[mem.serial] = mem
+            return g.GNTST_okay
+
+    def gone(self) -> list[int]:
+        """Serials of passed memories whose domain is gone: the process
+        drops its mapping of each once nothing of it is mapped."""
+        with self.lock:
+            dead = [s for s, mem in self.sent.items() if mem.closed]
+            for s in dead:
+                del self.sent[s]
+            return dead
+
     def unmap(self, handles: list[int]) -> list[int]:
         from grant_tables.table import GrantError
         out = []
@@ -200,16 +311,12 @@ class GntdevHandle:
         return out
 
     def copy(self, segments: list) -> list[int]:
-        out = []
-
         def local(gmfn):
             if not 0 <= gmfn < GNTDEV_BUF_PAGES:
                 return None
             return self.buf, self.buf.xenheap_frame(gmfn)
 
-        for seg in segments:
-            out.append(self.gc.copy(0, seg, local=local))
-        return out
+        return self.gc.copy_many(0, segments, local=local)
 
     def close(self) -> None:
         with self.lock:
@@ -219,6 +326,13 @@ class GntdevHandle:
             handles, self.handles = list(self.handles), set()
         self.unmap_all(handles)
         self.buf.close()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        if self.peer.fileno() >= 0:
+            self.peer.close()
 
     def unmap_all(self, handles) -> None:
         from grant_tables.table import GrantError
@@ -357,7 +471,9 @@ class Dom0Ops:
     def op_gntdev_open(self, body):
         h = GntdevHandle(self.core, _new_id(self))
         _handles(self)[h.id] = h
-        return {"handle": h.id, "buf_size": GNTDEV_BUF_PAGES << PAGE_SHIFT}, [os.dup(h.buf.fd)]
+        # the bounce memfd, then the handle's channel (only the process holds it now)
+        return {"handle": h.id, "buf_size": GNTDEV_BUF_PAGES << PAGE_SHIFT}, [
+            os.dup(h.buf.fd), h.peer.detach()]
 
     def op_gntdev_map(self, body):
         h = _handle(self, body, GntdevHandle)

@@ -120,14 +120,18 @@ class GrantCore:
 
     # -- grant copy ----------------------------------------------------------------
     def copy(self, ldomid: int, op: tuple, local=None) -> int:
-        """One gnttab_copy op (COPY fields); GNTST_* status. `local` (dom0):
-        (memory, frame) of the caller's own buffer page for gmfn sides."""
-        src_u, src_dom, src_off, dst_u, dst_dom, dst_off, length, flags = op
+        """One gnttab_copy op (COPY fields); GNTST_* status."""
+        return self.copy_many(ldomid, [op], local)[0]
 
+    def copy_many(self, ldomid: int, ops, local=None) -> list[int]:
+        """gnttab_copy ops (COPY fields each): GNTST_* per op. `local`
+        (dom0): gmfn -> (memory, frame) of the caller's own buffer page for
+        gmfn sides."""
         def local_frame(domid, gmfn):
-            if local is not None:
-                return local(gmfn)
-            return self._resolve(domid, gmfn)
+            try:
+                return local(gmfn) if local is not None else self._resolve(domid, gmfn)
+            except GuestFault as e:
+                raise GrantError(g.GNTST_general_error, str(e)) from None
 
         def do_copy(sf, so, df, do, n):
             smem, sframe = sf
@@ -139,20 +143,15 @@ class GrantCore:
                 dd = (dframe << PAGE_SHIFT) + do
                 dmem.mm[dd:dd + n] = smem.mm[s:s + n]
 
+        if self.table(ldomid) is None:
+            return [g.GNTST_bad_domain] * len(ops)
+        for dom in {d for op in ops for d in (op[1], op[4])}:
+            if dom != x.DOMID_SELF and self.tables.table(dom) is None:
+                self.table(dom)          # made on first use
         try:
-            if self.table(ldomid) is None:
-                return g.GNTST_bad_domain
-            for dom in (src_dom, dst_dom):
-                if dom != x.DOMID_SELF:
-                    self.table(dom)
-            self.tables.copy(ldomid, (src_u, src_dom, src_off), (dst_u, dst_dom, dst_off),
-                             length, flags, local_frame, do_copy)
-            return g.GNTST_okay
-        except GrantError as e:
-            log.debug("d%d: grant copy: %s", ldomid, e)
-            return e.status
-        except GuestFault:
-            return g.GNTST_general_error
+            return self.tables.copy_many(ldomid, ops, local_frame, do_copy)
+        except GuestFault:               # a pin's entry unreadable (memory released)
+            return [g.GNTST_general_error] * len(ops)
 
 
 __all__ = ["GrantCore", "FrameEntries", "PAGE_SIZE"]

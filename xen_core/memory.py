@@ -10,6 +10,7 @@ processes receive the fd itself and map frames at `frame * PAGE_SIZE`.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import mmap
 import os
 import threading
@@ -36,6 +37,9 @@ PTE_RW = 1 << 1
 PTE_US = 1 << 2
 PTE_PS = 1 << 7
 PTE_ADDR_MASK = 0x000F_FFFF_FFFF_F000
+
+
+_SERIALS = itertools.count(1)
 
 
 class EngineMapError(ValueError):
@@ -68,6 +72,8 @@ class GuestMemory:
             raise ValueError("negative memory size")
         self.ram_frames = ram_frames
         self.nr_frames = ram_frames + xenheap_frames
+        # Names this memfd to dom0 handles that keep it mapped (domids are reused).
+        self.serial = next(_SERIALS)
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC)
         try:
             os.ftruncate(self.fd, self.nr_frames * PAGE_SIZE)

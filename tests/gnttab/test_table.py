@@ -167,3 +167,27 @@ def test_dying_granter_lives_until_last_unmap(gt):
     assert status(t.map, 0, 1, 8, g.GNTMAP_host_map) == g.GNTST_bad_domain
     t.unmap(0, h)
     assert t.table(1) is None
+
+
+def test_copy_many_reuses_a_pin_per_side_and_drops_all(gt):
+    """gnttab_copy_buf: consecutive ops on one grant share its pin; a new
+    grant on that side releases the old; nothing is pinned afterwards."""
+    t, e1, _ = gt
+    e1.set(8, g.GTF_permit_access, 2, 3)
+    e1.set(10, g.GTF_permit_access, 2, 5)
+    PAGES[(1, 3)][:4] = b"wxyz"
+    seen = []
+    local = lambda domid, gmfn: PAGES.get((domid, gmfn))
+
+    def do_copy(sf, so, df, do, n):
+        seen.append({ref: (a.readers, a.writers) for ref, a in t.table(1).active.items()})
+        df[do:do + n] = sf[so:so + n]
+    src = lambda ref: (ref, 1, 0)
+    op = lambda s, gmfn, n=4: (*s, gmfn, DOMID_SELF, 0, n, g.GNTCOPY_source_gref)
+    st = t.copy_many(2, [op(src(8), 7), op(src(8), 8), op(src(8), 9, 5000),
+                         op(src(10), 7), op((11, 1, 0), 7), op(src(8), 7)], local, do_copy)
+    assert st == [0, 0, g.GNTST_bad_copy_arg, 0, g.GNTST_general_error, 0]
+    assert seen == [{8: (1, 0)}, {8: (1, 0)}, {10: (1, 0)}, {8: (1, 0)}]
+    assert PAGES[(2, 8)][:4] == b"wxyz"
+    assert not t.table(1).active
+    assert e1.flags(8) == e1.flags(10) == g.GTF_permit_access

@@ -118,3 +118,29 @@ def reply_ok(req_id, result: dict | None = None) -> dict:
 
 def reply_error(req_id, errno: int, name: str, message: str = "") -> dict:
     return {"id": req_id, "ok": False, "errno": errno, "error": name, "message": message}
+
+
+# -- a gntdev handle's own channel --------------------------------------------
+# gntdev_open passes, after the bounce memfd, one end of a SOCK_SEQPACKET
+# pair: map, unmap and copy go there as binary records (no JSON, no
+# dispatch), one packet per request and per reply, as ioctls on
+# /dev/xen/gntdev would. A request is GNTDEV_REQ then `count` records of the
+# command's struct; a reply is GNTDEV_REP (0 or -errno for the whole
+# request, count) then `count` reply records, then the memfd serials passed
+# with it (SCM_RIGHTS, in that order) and the serials whose domain is gone,
+# each list a u32 count then u32s.
+GNTDEV_REQ = struct.Struct("<II")                 # command, count
+GNTDEV_REP = struct.Struct("<iI")                 # result, count
+GNTDEV_CMD_MAP = 1
+GNTDEV_CMD_UNMAP = 2
+GNTDEV_CMD_COPY = 3
+GNTDEV_MAP = struct.Struct("<IH?x")               # ref, domid, readonly
+GNTDEV_MAP_REP = struct.Struct("<hxxIIQ")         # GNTST_*, handle, memfd serial, offset
+GNTDEV_UNMAP = struct.Struct("<I")                # handle
+GNTDEV_STATUS = struct.Struct("<h")               # GNTST_* per unmap / copy
+# gnttab_copy's fields: (ref or bounce page, domid, offset) each side, len,
+# flags (GNTCOPY_source_gref / dest_gref); DOMID_SELF for the bounce side.
+GNTDEV_COPY = struct.Struct("<IHHIHHHH")
+GNTDEV_U32 = struct.Struct("<I")
+GNTDEV_MAX_RECORDS = 1024
+GNTDEV_MAX_PACKET = GNTDEV_REQ.size + GNTDEV_MAX_RECORDS * GNTDEV_COPY.size
