@@ -4,6 +4,7 @@
  * checks it, then times 4 KiB random reads. Prints MB/s, IOPS and
  * "blk-test: PASS" (poweroff) or "blk-test: FAIL ..." (crash).
  *   vdev=N (default 51712, xvda)  mb=N  start=SECTOR  iops=N (reads, 0: skip)
+ *   persistent=0|1 (default 1: offer feature-persistent)
  * On a read-only disk (info & VDISK_READONLY) it checks that a write is
  * refused and that reads work. Word i of sector s holds s << 16 | i. */
 #include "lib/guest.h"
@@ -54,11 +55,13 @@ int guest_main(void)
         panic("blk-test: no PV console: %ld\n", rc);
     if ((rc = xs_init()))
         FAIL("no xenstore: %ld\n", rc);
-    if ((rc = blkfront_init(&bf, cmdline_u64("vdev", 51712))))
+    if ((rc = blkfront_init(&bf, cmdline_u64("vdev", 51712),
+                            (int)cmdline_u64("persistent", 1))))
         FAIL("connect: %ld\n", rc);
     pvcons_printf("blk-test: disk %s: %lu sectors of %u bytes, info %u, "
-                  "max indirect segments %u, flush %u\n", bf.be, (unsigned long)bf.sectors,
-                  bf.sector_size, bf.info, bf.max_indirect, bf.flush);
+                  "max indirect segments %u, flush %u, persistent %u\n", bf.be,
+                  (unsigned long)bf.sectors, bf.sector_size, bf.info, bf.max_indirect, bf.flush,
+                  bf.persistent);
     indirect = bf.max_indirect >= 64 ? 64 : BLKIF_MAX_SEGMENTS_PER_REQUEST;
 
     if (bf.info & VDISK_READONLY) {

@@ -1,11 +1,17 @@
 """What a backend needs from the grant-table layer, and nothing more.
 
-Backends copy through grants (as QEMU's xen-block does with grant copy)
-instead of keeping mappings: a request's pages are read or written once
-and nothing of the guest stays mapped between requests. The daemon passes
-an implementation over dom0/gntdev.py; unit tests pass one over a plain
-buffer that enforces the same rules (unknown gref, read-only grant, page
-bounds).
+Two ways to reach a request's pages, as Linux's xen-blkback has them:
+- grant copy (as QEMU's xen-block): the pages are read or written once and
+  nothing of the guest stays mapped between requests. Always safe, and the
+  only choice when the frontend may revoke a grant after its response.
+- persistent grants (`feature-persistent` on both ends): the frontend
+  keeps a pool of pages granted for the life of the ring, so the backend
+  maps each gref (writable) the first time it sees it and keeps it mapped
+  until the ring is torn down, up to MAX_PERSISTENT_GRANTS per ring; data
+  then moves between the image and the guest's page with no copy at all.
+The daemon passes an implementation over dom0/gntdev.py; unit tests pass
+one over a plain buffer that enforces the same rules (unknown gref,
+read-only grant, page bounds).
 """
 from typing import Protocol
 
@@ -17,12 +23,20 @@ class GrantError(Exception):
     read-only when the backend must write): fails that request only."""
 
 
+# Linux xen-blkback's max_persistent_grants default (per ring).
+MAX_PERSISTENT_GRANTS = 1056
+
+
 class GrantAccess(Protocol):
     def copy_from(self, gref: int, offset: int, length: int) -> bytes:
         """Read `length` bytes at `offset` of the granted page."""
 
     def copy_to(self, gref: int, offset: int, data: bytes) -> None:
         """Write into the granted page (needs a writable grant)."""
+
+    def map_grants(self, grefs: list[int]) -> list:
+        """Map the pages writable, all or none; a writable view of each.
+        They stay mapped until the queue closes."""
 
 
 def check_span(offset: int, length: int) -> None:
@@ -46,3 +60,26 @@ def copy_to_many(grants, segs) -> None:
         return many(segs)
     for seg in segs:
         grants.copy_to(*seg)
+
+
+class PersistentGrants:
+    """One ring's persistently mapped grants: gref -> writable page view."""
+
+    def __init__(self, mapper, limit: int = MAX_PERSISTENT_GRANTS):
+        self.mapper = mapper          # GrantAccess.map_grants
+        self.limit = limit
+        self.pages: dict[int, memoryview] = {}
+
+    def get(self, grefs: list[int]) -> list | None:
+        """A view of each gref's page, mapping the new ones in one call;
+        None when they would not fit under the limit (the caller then
+        copies, as blkback maps such a request without keeping it).
+        GrantError when the frontend did not grant one of them writable."""
+        pages = self.pages
+        missing = [g for g in dict.fromkeys(grefs) if g not in pages]
+        if missing:
+            if len(pages) + len(missing) > self.limit:
+                return None
+            for gref, view in zip(missing, self.mapper(missing)):
+                pages[gref] = view
+        return [pages[g] for g in grefs]

@@ -60,6 +60,13 @@ class RawImage:
             n = os.pwrite(self.fd, view, offset)
             view, offset = view[n:], offset + n
 
+    def preadv(self, offset: int, bufs) -> None:
+        """Fill `bufs` (writable views, e.g. of mapped guest pages) in order."""
+        _vectored(os.preadv, self.fd, offset, bufs, "read")
+
+    def pwritev(self, offset: int, bufs) -> None:
+        _vectored(os.pwritev, self.fd, offset, bufs, "write")
+
     def flush(self) -> None:
         os.fdatasync(self.fd)
 
@@ -73,6 +80,27 @@ class RawImage:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _vectored(call, fd: int, offset: int, bufs, what: str) -> None:
+    """preadv/pwritev until every buffer is done (they may stop short)."""
+    bufs = [memoryview(b) for b in bufs]
+    try:
+        while bufs:
+            n = call(fd, bufs, offset)
+            if n <= 0:
+                raise OSError(5, f"short {what} at {offset}")
+            offset += n
+            while bufs and n >= len(bufs[0]):
+                n -= len(bufs[0])
+                bufs.pop(0).release()
+            if n:
+                head = bufs[0]
+                bufs[0] = head[n:]
+                head.release()
+    finally:
+        for b in bufs:
+            b.release()
 
 
 def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:

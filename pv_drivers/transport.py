@@ -14,6 +14,8 @@ from .grants import GrantError, check_span
 
 log = logging.getLogger("xen-backendd")
 
+MAP_CHUNK = 256         # grefs per gntdev map call (a request has at most 256)
+
 
 class TransportError(Exception):
     """A ring or event channel the frontend named cannot be used."""
@@ -28,6 +30,7 @@ class XenQueue:
         self.gd = Gntdev(privcmd)
         self.xe = None
         self.maps = []
+        self.pmaps = []                       # persistent grants (blkback)
         try:
             for refs in rings:
                 self.maps.append(self.gd.map(domid, refs))
@@ -97,6 +100,23 @@ class XenQueue:
         if batch:
             yield batch
 
+    def map_grants(self, grefs: list[int]) -> list[memoryview]:
+        """Map writable, in one gntdev call per MAP_CHUNK grefs; all or none."""
+        from dom0.privcmd import XenError
+        done, views = [], []
+        try:
+            for i in range(0, len(grefs), MAP_CHUNK):
+                m = self.gd.map(self.domid, grefs[i:i + MAP_CHUNK])
+                done.append(m)
+                views += [m.page(j) for j in range(len(m.refs))]
+        except XenError as e:
+            for m in done:
+                m.unmap()
+            raise GrantError(f"map of gref(s) {grefs[:4]}{'...' if len(grefs) > 4 else ''}: "
+                             f"{e}") from None
+        self.pmaps += done
+        return views
+
     @staticmethod
     def _check(status, batch) -> None:
         for st, seg in zip(status, batch):
@@ -118,12 +138,12 @@ class XenQueue:
             self.xe.notify(port)
 
     def close(self) -> None:
-        for m in self.maps:
+        for m in self.pmaps + self.maps:
             try:
                 m.unmap()
             except Exception as e:      # the core may be gone already
                 log.debug("dom%d: unmap: %s", self.domid, e)
-        self.maps = []
+        self.maps, self.pmaps = [], []
         if self.xe is not None:
             self.xe.close()
             self.xe = None

@@ -6,7 +6,8 @@ qdisk), `mode` (r/w), `type`, `device-type` (disk/cdrom), `format` if the
 toolstack wrote one. Written: `sectors`, `sector-size`,
 `physical-sector-size`, `info` (VDISK_*), `feature-flush-cache`,
 `feature-barrier`, `feature-discard` (+ granularity/alignment),
-`feature-persistent` (0: we copy, we never keep grants mapped),
+`feature-persistent` (1: with a frontend that offers it too, each queue
+keeps the grefs it sees mapped until disconnect; otherwise grant copy),
 `feature-max-indirect-segments`, `max-ring-page-order`,
 `multi-queue-max-queues`.
 """
@@ -16,6 +17,7 @@ from xen_core.abi import blkif
 from xen_core.abi.ring import XENBUS_MAX_RING_GRANT_ORDER
 
 from .blkback import BlkBackend, Features
+from .grants import PersistentGrants
 from .device import Device, DeviceError
 from .image import ImageError, RawImage
 from .nbd import NbdImage
@@ -61,7 +63,7 @@ class VbdDevice(Device):
             (blkif.VDISK_CDROM | blkif.VDISK_REMOVABLE if self.cdrom else 0)
         for key, value in [
                 ("feature-max-indirect-segments", self.features.max_indirect_segments),
-                ("feature-persistent", 0),
+                ("feature-persistent", 1),
                 ("max-ring-page-order", XENBUS_MAX_RING_GRANT_ORDER),
                 ("multi-queue-max-queues", MAX_QUEUES),
                 ("feature-flush-cache", int(self.features.flush)),
@@ -93,6 +95,8 @@ class VbdDevice(Device):
         nq = self.fread_int("multi-queue-num-queues", 1)
         if not 1 <= nq <= MAX_QUEUES:
             raise DeviceError(f"multi-queue-num-queues {nq} not in 1..{MAX_QUEUES}")
+        # As blkback's connect_ring: persistent only if the frontend asks too.
+        self.persistent = self.fread_int("feature-persistent", 0) != 0
         prefixes = [""] if nq == 1 else [f"queue-{i}/" for i in range(nq)]
         for i, prefix in enumerate(prefixes):
             refs, port = self._queue_keys(prefix, order)
@@ -102,7 +106,9 @@ class VbdDevice(Device):
                 raise DeviceError(f"queue {i}: {e}") from None
             self.queues.append(q)              # closed on failure from here on
             ring = BackRing(self.shared_ring(q.rings[0], blkif.ENTRY_SIZE))
-            back = BlkBackend(ring, q, self.image, self.features, name=f"{self.name}q{i}")
+            back = BlkBackend(ring, q, self.image, self.features, name=f"{self.name}q{i}",
+                              persistent=PersistentGrants(q.map_grants) if self.persistent
+                              else None)
             self.start_queue(q, back.process, f"q{i}")
 
     def teardown(self) -> None:

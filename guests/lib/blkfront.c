@@ -1,5 +1,8 @@
 /* blkfront: see blkfront.h. The ring page, two indirect pages and the data
- * pages are granted to the backend once; requests then only carry refs. */
+ * pages are granted to the backend once; requests then only carry refs.
+ * Requests of one call are published with one push and one notification.
+ * That fixed pool is what Linux's blkfront keeps with feature-persistent
+ * (callers copy their data in and out of it), so we can offer it. */
 #include "blkfront.h"
 #include "evtchn.h"
 #include "xenbus.h"
@@ -8,7 +11,7 @@
 #define WAIT_NS 60000000000UL            /* a backend silent this long is gone */
 
 static uint8_t ring_page[4096] __attribute__((aligned(4096)));
-static uint8_t ind_pages[2][4096] __attribute__((aligned(4096)));
+static uint8_t ind_pages[BLKFRONT_IND_PAGES][4096] __attribute__((aligned(4096)));
 static uint8_t data_pages[BLKFRONT_DATA_PAGES][4096] __attribute__((aligned(4096)));
 
 #define barrier() asm volatile("" ::: "memory")
@@ -70,7 +73,7 @@ static long wait_backend_state(struct blkfront *bf, uint64_t want)
     }
 }
 
-long blkfront_init(struct blkfront *bf, unsigned long devid)
+long blkfront_init(struct blkfront *bf, unsigned long devid, int persistent)
 {
     uint64_t v;
     long rc;
@@ -91,14 +94,17 @@ long blkfront_init(struct blkfront *bf, unsigned long devid)
     memset(ring_page, 0, sizeof(ring_page));
     sring()->req_event = sring()->rsp_event = 1;      /* SHARED_RING_INIT */
     bf->ring_ref = gnttab_grant(bf->be_id, frame_of(ring_page), 0);
-    for (int i = 0; i < 2; i++)
-        bf->ind_ref[i] = gnttab_grant(bf->be_id, frame_of(ind_pages[i]), 1);
+    /* A persistent backend maps every gref writable (xen-blkback), so the
+     * indirect pages are granted writable only when we offer persistence. */
+    for (int i = 0; i < BLKFRONT_IND_PAGES; i++)
+        bf->ind_ref[i] = gnttab_grant(bf->be_id, frame_of(ind_pages[i]), !persistent);
     for (int i = 0; i < BLKFRONT_DATA_PAGES; i++)
         bf->data_ref[i] = gnttab_grant(bf->be_id, frame_of(data_pages[i]), 0);
     if ((rc = evtchn_alloc_unbound(bf->be_id, &bf->port)))
         return rc;
     if ((rc = write_key(bf->fe, "ring-ref", "%lu", bf->ring_ref)) ||
-        (rc = write_key(bf->fe, "event-channel", "%lu", bf->port)))
+        (rc = write_key(bf->fe, "event-channel", "%lu", bf->port)) ||
+        (rc = write_key(bf->fe, "feature-persistent", "%lu", persistent ? 1 : 0)))
         return rc;
     {
         char path[96];
@@ -119,6 +125,8 @@ long blkfront_init(struct blkfront *bf, unsigned long devid)
     bf->max_indirect = v;
     read_u64(bf->be, "feature-flush-cache", &v, 0);
     bf->flush = v;
+    read_u64(bf->be, "feature-persistent", &v, 0);
+    bf->persistent = persistent && v;
     return write_key(bf->fe, "state", "%lu", 4);
 }
 
@@ -167,27 +175,30 @@ long blkfront_io(struct blkfront *bf, int write, uint64_t sector, unsigned int n
 {
     unsigned int npages = (nsect + 7) / 8, page = 0, inflight = 0, ind = 0;
     uint8_t op = write ? BLKIF_OP_WRITE : BLKIF_OP_READ;
+    int indirect = per_req > BLKIF_MAX_SEGMENTS_PER_REQUEST;
     long rc = 0;
 
     if (npages > BLKFRONT_DATA_PAGES || !per_req)
         return -XEN_EINVAL;
-    if (per_req > BLKIF_MAX_SEGMENTS_PER_REQUEST &&
-        (per_req > bf->max_indirect || per_req > BLKIF_SEGS_PER_INDIRECT_FRAME))
+    if (indirect && (per_req > bf->max_indirect || per_req > BLKIF_SEGS_PER_INDIRECT_FRAME))
         return -XEN_EINVAL;
     while (page < npages) {
         unsigned int nseg = npages - page < per_req ? npages - page : per_req;
         struct blkif_request_segment *segs;
-        void *req = slot(bf->req_prod_pvt);
+        void *req;
 
-        if (per_req > BLKIF_MAX_SEGMENTS_PER_REQUEST) {
+        /* Out of ring slots or indirect pages (one may be reused only after
+         * its request completed): publish what is queued and drain it. */
+        if (inflight == RING_SIZE || (indirect && inflight == BLKFRONT_IND_PAGES)) {
+            long w;
+            push(bf);
+            w = wait_responses(bf, inflight);
+            rc = rc ? rc : w;
+            inflight = ind = 0;
+        }
+        req = slot(bf->req_prod_pvt);
+        if (indirect) {
             struct blkif_request_indirect *ir = req;
-            /* Two indirect pages: one may be reused only after its
-             * request completed, so at most two indirect requests fly. */
-            if (inflight == 2) {
-                long r = wait_responses(bf, inflight);
-                rc = rc ? rc : r;
-                inflight = 0;
-            }
             memset(ir, 0, sizeof(*ir));
             ir->operation = BLKIF_OP_INDIRECT;
             ir->indirect_op = op;
@@ -195,15 +206,9 @@ long blkfront_io(struct blkfront *bf, int write, uint64_t sector, unsigned int n
             ir->id = ++bf->next_id;
             ir->sector_number = sector + page * 8;
             ir->indirect_grefs[0] = bf->ind_ref[ind];
-            segs = (struct blkif_request_segment *)ind_pages[ind];
-            ind ^= 1;
+            segs = (struct blkif_request_segment *)ind_pages[ind++];
         } else {
             struct blkif_request *r = req;
-            if (inflight == RING_SIZE) {
-                long w = wait_responses(bf, inflight);
-                rc = rc ? rc : w;
-                inflight = 0;
-            }
             memset(r, 0, sizeof(*r));
             r->operation = op;
             r->nr_segments = nseg;
@@ -219,8 +224,10 @@ long blkfront_io(struct blkfront *bf, int write, uint64_t sector, unsigned int n
         }
         bf->req_prod_pvt++;
         inflight++;
-        push(bf);
     }
+    /* One push for the whole batch: the backend is woken (at most) once and
+     * finds every request there, as blk-mq's commit_rqs does. */
+    push(bf);
     {
         long w = wait_responses(bf, inflight);
         return rc ? rc : w;

@@ -7,20 +7,22 @@
 #include "guest.h"
 #include <xen/io/blkif.h>
 
-#define BLKFRONT_DATA_PAGES 64       /* 256 KiB of I/O buffer */
+#define BLKFRONT_DATA_PAGES 256      /* 1 MiB of I/O buffer */
+#define BLKFRONT_IND_PAGES 4         /* indirect requests in flight at most */
 
 struct blkfront {
     char fe[64], be[128];
     domid_t be_id;
-    uint32_t port, ring_ref, ind_ref[2];
+    uint32_t port, ring_ref, ind_ref[BLKFRONT_IND_PAGES];
     uint32_t data_ref[BLKFRONT_DATA_PAGES];
     uint32_t req_prod_pvt, rsp_cons;
     uint64_t sectors, next_id;
-    uint32_t sector_size, info, max_indirect, flush;
+    uint32_t sector_size, info, max_indirect, flush, persistent;
 };
 
-/* Connect to device/vbd/<devid>: 0 or a negative Xen errno. */
-long blkfront_init(struct blkfront *bf, unsigned long devid);
+/* Connect to device/vbd/<devid>, offering feature-persistent if asked
+ * (bf->persistent: both ends agreed): 0 or a negative Xen errno. */
+long blkfront_init(struct blkfront *bf, unsigned long devid, int persistent);
 /* Data page `i` of the I/O buffer. */
 uint8_t *blkfront_page(unsigned int i);
 /* Read or write `nsect` 512-byte sectors at `sector` from/to the data pages,

@@ -123,8 +123,10 @@ class BlkFront:
     def be_state(self):
         return self.store.read(f"{self.bpath}/state")
 
-    def connect(self):
+    def connect(self, persistent=None):
         wait_for(lambda: self.be_state() == "2", "backend InitWait")
+        if persistent is not None:
+            self.store.write(f"{self.fpath}/feature-persistent", persistent)
         if self.order:
             self.store.write(f"{self.fpath}/ring-page-order", self.order)
             for i, r in enumerate(self.refs):

@@ -16,6 +16,7 @@ class PageGrants:
         self.pages: dict[int, bytearray] = {}
         self.readonly: set[int] = set()
         self.next_ref = 8            # refs 0-7 are reserved, as in Xen
+        self.maps = 0                # grefs mapped by map_grants, ever
 
     def grant(self, page: bytearray | None = None, readonly=False) -> int:
         ref = self.next_ref
@@ -34,6 +35,15 @@ class PageGrants:
     def copy_from(self, gref, offset, length):
         check_span(offset, length)
         return bytes(self._page(gref)[offset:offset + length])
+
+    def map_grants(self, grefs):
+        """Writable views, all or none (gntdev's map of several refs)."""
+        for g in grefs:
+            self._page(g)
+            if g in self.readonly:
+                raise GrantError(f"gref {g} is read-only: cannot map it writable")
+        self.maps += len(grefs)
+        return [memoryview(self.pages[g]) for g in grefs]
 
     def copy_to(self, gref, offset, data):
         check_span(offset, len(data))
@@ -116,6 +126,9 @@ class LocalQueue:
 
     def copy_to(self, gref, offset, data):
         self.grants.copy_to(gref, offset, data)
+
+    def map_grants(self, grefs):
+        return self.grants.map_grants(grefs)
 
     def fileno(self):
         return self.chans[0].to_back_r

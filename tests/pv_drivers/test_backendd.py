@@ -3,6 +3,8 @@ the xenbus handshake, I/O landing in the image, hot-unplug, and a hostile
 frontend closed alone while another disk keeps working."""
 import os
 
+import pytest
+
 from xen_core.abi import blkif
 from xen_core.abi.blkif import BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY
 
@@ -37,6 +39,25 @@ def test_connect_write_read_and_host_sees_data(store, backendd, tmp_path):
         f.write(b"H" * 512)
     assert front.submit(rw_request(BLKIF_OP_READ, 2, 128, [(dst, 0, 0)]))[0][2] == BLKIF_RSP_OKAY
     assert front.grants.pages[dst][:512] == b"H" * 512
+
+
+@pytest.mark.parametrize("offer", [None, 0, 1])
+def test_persistent_grants_only_when_the_frontend_offers_them(store, backendd, tmp_path, offer):
+    """feature-persistent=1 from the backend; the pool is mapped (once per
+    gref) only if the frontend wrote feature-persistent=1 too, else every
+    request is a grant copy and nothing stays mapped."""
+    img = image(tmp_path)
+    bpath, _ = add_vbd(store, 6, 51712, str(img))
+    front = BlkFront(store, backendd.transport_double, 6, 51712)
+    front.connect(persistent=offer)
+    assert store.read(f"{bpath}/feature-persistent") == "1"
+    pool = [front.grants.grant(bytearray(bytes([i + 1]) * 4096)) for i in range(4)]
+    for rnd in range(2):
+        got = front.submit(*[rw_request(BLKIF_OP_WRITE, i, 8 * i, [(r, 0, 7)])
+                             for i, r in enumerate(pool)])
+        assert [g[2] for g in got] == [BLKIF_RSP_OKAY] * 4
+    assert img.read_bytes()[:4 * 4096] == b"".join(bytes([i + 1]) * 4096 for i in range(4))
+    assert front.grants.maps == (4 if offer else 0)
 
 
 def test_multi_page_ring(store, backendd, tmp_path):

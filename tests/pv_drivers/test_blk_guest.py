@@ -33,12 +33,17 @@ def expected(sector):
     return b"".join(struct.pack("<Q", sector << 16 | i) for i in range(64))
 
 
-def test_guest_writes_host_reads_and_back(dom0, tmp_path):
+@pytest.mark.parametrize("persistent", [1, 0])
+def test_guest_writes_host_reads_and_back(dom0, tmp_path, persistent):
+    """With feature-persistent on both ends (the backend keeps the guest's
+    pool mapped) and without it (grant copy per request)."""
     img = tmp_path / "d.img"
     img.write_bytes(bytes(8 << 20))
-    out = run(dom0, "blk1", f"format=raw, vdev=xvda, access=rw, target={img}", "mb=1 start=2048")
+    out = run(dom0, "blk1", f"format=raw, vdev=xvda, access=rw, target={img}",
+              f"mb=1 start=2048 persistent={persistent}")
     assert "blk-test: PASS" in out, out
     assert "16384 sectors" in out and "max indirect segments 256" in out
+    assert f"persistent {persistent}" in out
     data = img.read_bytes()
     for s in (2048, 2049, 2048 + 1000, 2048 + 2047):
         assert data[s * 512:(s + 1) * 512] == expected(s)

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from pv_drivers.blkback import BlkBackend, Features
+from pv_drivers.grants import MAX_PERSISTENT_GRANTS, PersistentGrants
 from pv_drivers.image import ImageError, RawImage
 from pv_drivers.ring import BackRing, RingProtocolError, SharedRing
 from xen_core.abi import blkif
@@ -26,11 +27,14 @@ def disk(tmp_path):
     return path
 
 
-def backend(path, read_only=False, features=Features(), pages=1):
+def backend(path, read_only=False, features=Features(), pages=1, persistent=False,
+            limit=MAX_PERSISTENT_GRANTS):
     buf, front = new_front(blkif.ENTRY_SIZE, pages)
     grants = PageGrants()
     image = RawImage(str(path), read_only=read_only)
-    back = BlkBackend(BackRing(SharedRing(buf, blkif.ENTRY_SIZE)), grants, image, features)
+    pgnts = PersistentGrants(grants.map_grants, limit) if persistent else None
+    back = BlkBackend(BackRing(SharedRing(buf, blkif.ENTRY_SIZE)), grants, image, features,
+                      persistent=pgnts)
     return front, grants, back
 
 
@@ -79,17 +83,20 @@ def test_indirect_write_and_read(disk):
     assert b"".join(bytes(grants.pages[r]) for r in outs) == b"".join(data)
 
 
-def test_each_bad_request_fails_alone_and_writes_nothing(disk):
-    front, grants, back = backend(disk)
+@pytest.mark.parametrize("persistent", [False, True])
+def test_each_bad_request_fails_alone_and_writes_nothing(disk, persistent):
+    front, grants, back = backend(disk, persistent=persistent)
     before = disk.read_bytes()
-    good = grants.grant(bytearray(b"G" * 4096), readonly=True)
+    # A persistent frontend grants its pool writable (blkback maps it so).
+    good = grants.grant(bytearray(b"G" * 4096), readonly=not persistent)
+    ro = grants.grant(bytearray(4096), readonly=True)
     bad_reqs = [
         rw_request(BLKIF_OP_WRITE, 1, SECTORS - 4, [(good, 0, 7)]),     # past the end
         rw_request(BLKIF_OP_WRITE, 2, 0, [(good, 0, 7), (9999, 0, 7)]),  # bad gref
         rw_request(BLKIF_OP_WRITE, 3, 0, [(good, 5, 2)]),                # last < first
         rw_request(BLKIF_OP_WRITE, 4, 0, [(good, 0, 8)]),                # last past page
         rw_request(BLKIF_OP_WRITE, 5, 0, []),                            # no segments
-        rw_request(BLKIF_OP_READ, 6, 0, [(good, 0, 7)]),                 # read into r/o grant
+        rw_request(BLKIF_OP_READ, 6, 0, [(ro, 0, 7)]),                   # read into r/o grant
         indirect_request(BLKIF_OP_WRITE, 7, 0, 257, [good]),             # over max segments
         indirect_request(BLKIF_OP_DISCARD, 8, 0, 1, [good]),             # bad indirect op
         discard_request(9, SECTORS - 1, 2),                              # discard past end
@@ -105,6 +112,52 @@ def test_each_bad_request_fails_alone_and_writes_nothing(disk):
     assert after[:8 * 512] == before[:8 * 512]
     assert after[8 * 512:16 * 512] == b"G" * 4096
     assert after[16 * 512:] == before[16 * 512:]
+    assert grants.pages[ro] == bytes(4096)
+
+
+def test_persistent_grants_map_each_gref_once(disk):
+    front, grants, back = backend(disk, persistent=True)
+    pool = [grants.grant() for _ in range(64)]
+    table = grants.grant()
+    for rnd in range(3):
+        data = [os.urandom(4096) for _ in pool]
+        for page, d in zip(pool, data):
+            grants.pages[page][:] = d
+        for i, r in enumerate(pool[11:]):
+            blkif.SEGMENT.pack_into(grants.pages[table], i * 8, r, 0, 7, 0)
+        assert run(front, back,
+                   rw_request(BLKIF_OP_WRITE, 1, 0, [(r, 0, 7) for r in pool[:11]]),
+                   indirect_request(BLKIF_OP_WRITE, 2, 88, 53, [table])) == \
+            [(1, BLKIF_OP_WRITE, BLKIF_RSP_OKAY), (2, BLKIF_OP_WRITE, BLKIF_RSP_OKAY)]
+        assert disk.read_bytes()[:64 * 4096] == b"".join(data)
+        for r in pool:
+            grants.pages[r][:] = bytes(4096)
+        # Partial segments: sectors 3..6 of the page only.
+        assert run(front, back,
+                   indirect_request(BLKIF_OP_READ, 3, 88, 53, [table]),
+                   rw_request(BLKIF_OP_READ, 4, 0, [(r, 0, 7) for r in pool[:10]] +
+                              [(pool[10], 3, 6)])) == \
+            [(3, BLKIF_OP_READ, BLKIF_RSP_OKAY), (4, BLKIF_OP_READ, BLKIF_RSP_OKAY)]
+        got = b"".join(bytes(grants.pages[r]) for r in pool)
+        assert got[:10 * 4096] == b"".join(data[:10])
+        assert got[10 * 4096:11 * 4096] == bytes(1536) + data[10][:2048] + bytes(512)
+        assert got[11 * 4096:] == b"".join(data[11:])
+        # Mapped on first sight only: the pool and the indirect page.
+        assert grants.maps == 65
+
+
+def test_persistent_grant_limit_falls_back_to_copy(disk):
+    front, grants, back = backend(disk, persistent=True, limit=2)
+    refs = [grants.grant(bytearray(bytes([i]) * 4096)) for i in range(3)]
+    assert run(front, back, rw_request(BLKIF_OP_WRITE, 1, 0, [(r, 0, 7) for r in refs])) == \
+        [(1, BLKIF_OP_WRITE, BLKIF_RSP_OKAY)]
+    assert grants.maps == 0
+    assert disk.read_bytes()[:3 * 4096] == bytes(4096) + b"\1" * 4096 + b"\2" * 4096
+    assert run(front, back, rw_request(BLKIF_OP_READ, 2, 8, [(r, 0, 7) for r in refs[:2]]),
+               rw_request(BLKIF_OP_READ, 3, 8, [(refs[2], 0, 7)])) == \
+        [(2, BLKIF_OP_READ, BLKIF_RSP_OKAY), (3, BLKIF_OP_READ, BLKIF_RSP_OKAY)]
+    assert grants.maps == 2
+    assert [bytes(grants.pages[r][:1]) for r in refs] == [b"\1", b"\2", b"\1"]
 
 
 def test_read_only_disk_refuses_writes_and_serves_reads(disk):

@@ -1,6 +1,6 @@
 """The backend's transport over the real grant path: a guest (grant-share)
 grants a page to dom0; XenQueue maps it through gntdev as a ring and
-copies through it with batched grant copies; blkback serves a request in
+copies through it with batched grant copies (and maps it persistently); blkback serves a request in
 that ring into an image, refuses a bad gref and a range past the end, and
 a garbage index in a real granted page is a protocol error."""
 import pytest
@@ -62,6 +62,14 @@ def test_ring_and_grant_copies_through_gntdev(pc, events, tmp_path):  # noqa: F8
         image.close()
         for ring in (sring, bring):
             ring.release()
+        # Persistent grants: mapped writable through gntdev, all or none;
+        # close() unmaps them (the guest's revoke below would hang if not).
+        with pytest.raises(GrantError):
+            q.map_grants([ref, ref + 100])
+        view = q.map_grants([ref])[0]
+        assert bytes(view[:4096]) == bytes(page)
+        view[100:104] = b"PERS"
+        assert q.copy_from(ref, 100, 4) == b"PERS"
         q.copy_to_many([(ref, 0, b"peer:"), (ref, 5, b"done\0")])
     finally:
         q.close()
