@@ -15,12 +15,14 @@ from .abi import hvm as hvmabi
 from .abi import sched as schedabi
 from .abi import shared_info as si
 from .abi import vcpu as vabi
+from .abi.apic import MSR_X2APIC_ICR
 from .abi.cpuid import HYPERCALL_PAGE_MSR
 from .abi.xen import DOMID_SELF, ENOSYS, EPERM, ESRCH
 from .abi.layout import PAGE_SHIFT
 from .accel.base import RunResult
 from .memory import GuestFault, PagingState
 from .time import rdtsc, system_time_ns
+from .vlapic import vlapic_ipi
 
 if TYPE_CHECKING:
     from .domain import Domain
@@ -173,7 +175,9 @@ class VCPU:
             self._set_runstate(vabi.RUNSTATE_blocked)
             try:
                 while True:
-                    if d.dying or d.is_shut_down():
+                    if d.dying or d.is_shut_down() or not self.online:
+                        # Taken down meanwhile (VCPUOP_down, INIT): leave
+                        # the engine; a wake-up from hlt/block is allowed.
                         self.engine.request_stop()
                         return
                     if self.online and d.pause_count == 0:
@@ -287,6 +291,8 @@ class VCPU:
     def wrmsr(self, engine_vcpu, msr: int, value: int) -> None:
         if msr == HYPERCALL_PAGE_MSR:
             self.domain.write_hypercall_page(value)
+        elif msr == MSR_X2APIC_ICR:
+            vlapic_ipi(self, value & 0xFFFF_FFFF, value >> 32)
         else:
             self.domain.log_once(f"wrmsr {msr:#x}", f"ignored wrmsr {msr:#x} <- {value:#x}")
 

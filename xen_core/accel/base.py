@@ -40,6 +40,7 @@ class RunResult(enum.Enum):
 class CpuMode(enum.Enum):
     FLAT32 = "flat32"  # protected mode, paging off, flat 4 GiB segments (PVH entry)
     LONG64 = "long64"  # long mode, paging on (cr3 required), 64-bit code segment
+    REAL16 = "real16"  # real mode as a STARTUP IPI leaves it: CS = rip >> 4, IP = rip & 0xf
 
 
 @dataclass

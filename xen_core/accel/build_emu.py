@@ -27,6 +27,7 @@ CDEF = """
 #define EMU_RUN_ERROR 2
 #define EMU_MODE_FLAT32 0
 #define EMU_MODE_LONG64 1
+#define EMU_MODE_REAL16 2
 #define EMU_PRIV_GPA ...
 #define EMU_LAPIC_GPA ...
 
@@ -78,7 +79,7 @@ ffibuilder.set_source(
     "xen_core.accel._emu_c",
     source,
     # setuptools wants source paths relative to the project (its cwd)
-    sources=[os.path.relpath(os.path.join(HERE, "emu_x86.c"))],
+    sources=[os.path.relpath(os.path.join(HERE, f)) for f in ("emu_x86.c", "emu_lapic.c")],
     include_dirs=[HERE, UC_INC],
     library_dirs=[UC_LIB],
     extra_link_args=[os.path.join(UC_LIB, "libunicorn.so.2"),

@@ -102,6 +102,9 @@ static int call_python(struct emu_vcpu *v, uc_engine *uc)
     return 0;
 }
 
+/* For hooks outside this file (emu_lapic.c). */
+int emu_call_python(struct emu_vcpu *v, uc_engine *uc) { return call_python(v, uc); }
+
 static const int hc_regs[7] = {UC_X86_REG_RAX, UC_X86_REG_RDI, UC_X86_REG_RSI,
                                UC_X86_REG_RDX, UC_X86_REG_R10, UC_X86_REG_R8,
                                UC_X86_REG_R9};
@@ -736,7 +739,7 @@ struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, uint64_t token, cha
     if (e == UC_ERR_OK)
         e = uc_mem_map_ptr(v->uc, EMU_PRIV_GPA, 4096, UC_PROT_READ | UC_PROT_EXEC, v->priv);
     if (e == UC_ERR_OK)
-        e = uc_mem_map_ptr(v->uc, EMU_LAPIC_GPA, 4096, UC_PROT_READ | UC_PROT_WRITE, v->lapic);
+        e = lapic_map(v);
     if (e == UC_ERR_OK && add_hooks(v) != 0)
         e = UC_ERR_HOOK;
     if (e != UC_ERR_OK) {

@@ -20,6 +20,7 @@
 
 #define EMU_MODE_FLAT32 0
 #define EMU_MODE_LONG64 1
+#define EMU_MODE_REAL16 2 /* real mode: CS = rip >> 4, IP = rip & 0xf */
 
 /* Engine-private page (trampoline and flat GDT) at a guest-physical address
  * outside RAM (below LOWMEM_LIMIT) and outside the special-page region:
@@ -28,9 +29,10 @@
 
 /* Local APIC register page (the architectural default base): a guest
  * that reads it before it knows it is a Xen guest (Linux: ID, version,
- * LVTs, SVR, TPR) finds a masked, idle LAPIC. Per vCPU, plain memory:
- * writes stick, nothing is emulated behind it (event delivery is the
- * callback vector, not the LAPIC). */
+ * LVTs, SVR, TPR) finds a masked, idle LAPIC. Per vCPU, MMIO over a
+ * register file: writes stick, and an ICR write (INIT, STARTUP, fixed
+ * IPIs) goes to the core (emu_lapic.c). Event-channel delivery is the
+ * callback vector, not the LAPIC. */
 #define EMU_LAPIC_GPA 0xFEE00000ULL
 
 /* One exit for Python; `value` carries the answer back (rax for a

@@ -133,7 +133,11 @@ class EmuVcpu:
             if name not in GENERAL_REGS or name == "rip":
                 raise ValueError(f"boot state: unknown register {name!r}")
             regs[GENERAL_REGS.index(name)] = value
-        if state.mode is CpuMode.FLAT32:
+        if state.mode is CpuMode.REAL16:
+            if state.rip >= 1 << 20:
+                raise ValueError(f"real16 entry {state.rip:#x} is above 1 MiB")
+            mode, cr0, cr4, efer = lib.EMU_MODE_REAL16, 0x10, 0, 0
+        elif state.mode is CpuMode.FLAT32:
             if state.rip >= 1 << 32:
                 raise ValueError(f"flat32 entry {state.rip:#x} is above 4 GiB")
             mode, cr0, cr4, efer = lib.EMU_MODE_FLAT32, 0x11, 0, 0

@@ -148,7 +148,10 @@ EMU_INTERNAL int raise_event(struct emu_vcpu *v, int vec, bool has_err, uint64_t
 EMU_INTERNAL int do_syscall(struct emu_vcpu *v);
 EMU_INTERNAL void build_priv_page(uint8_t *pg);
 EMU_INTERNAL void build_lapic_page(uint8_t *pg, int vcpu_id);
+/* emu_lapic.c: the LAPIC page as MMIO, ICR writes reported to the core */
+EMU_INTERNAL int lapic_map(struct emu_vcpu *v);
 /* emu.c */
 EMU_INTERNAL void forget_scans(struct emu_vcpu *v);
+EMU_INTERNAL int emu_call_python(struct emu_vcpu *v, uc_engine *uc);
 
 #endif

@@ -385,6 +385,38 @@ static void leave_long_mode(uc_engine *uc)
     wreg(uc, UC_X86_REG_CR3, 0);
 }
 
+/* Real mode as a STARTUP IPI leaves a CPU (Xen's hvm_vcpu_reset_state):
+ * CS = cs with base cs << 4, the data segments at base 0, all limits
+ * 64 KiB, 16-bit code and stack, CR0.PE off, GDTR/IDTR base 0 limit
+ * 0xffff. Unicorn's API writes selectors only: the caches and QEMU's
+ * hflags go in through a context snapshot. */
+static void enter_real_mode(struct emu_vcpu *v, uint16_t cs, uint16_t ip)
+{
+    uc_engine *uc = v->uc;
+    leave_long_mode(uc);
+    wreg(uc, UC_X86_REG_CR0, 0x10); /* ET: PE off, real mode */
+    uc_x86_mmr table = {0, 0, 0xffff, 0};
+    uc_reg_write(uc, UC_X86_REG_GDTR, &table);
+    uc_reg_write(uc, UC_X86_REG_IDTR, &table);
+    uc_context_save(uc, v->ctx);
+    char *c = (char *)v->ctx;
+    /* segs[] order is ES CS SS DS FS GS; calibration found CS. */
+    for (int i = 0; i < 6; i++) {
+        struct seg_cache s = {0, 0, 0xffff, DESC_P | DESC_S | DESC_RW | DESC_A};
+        if (i == 1)
+            s = (struct seg_cache){cs, (uint64_t)cs << 4, 0xffff,
+                                   DESC_P | DESC_S | DESC_CODE | DESC_RW | DESC_A};
+        memcpy(c + cal.seg_cs + (i - 1) * (long)sizeof(struct seg_cache), &s, sizeof(s));
+    }
+    uint32_t hf;
+    memcpy(&hf, c + cal.hflags, 4);
+    hf &= ~(HF_CPL_MASK | HF_CS32 | HF_SS32 | HF_CS64);
+    hf |= HF_ADDSEG;
+    memcpy(c + cal.hflags, &hf, 4);
+    uc_context_restore(uc, v->ctx);
+    wreg(uc, UC_X86_REG_RIP, ip);
+}
+
 int emu_set_boot(struct emu_vcpu *v, int mode, uint64_t rip, const uint64_t *regs,
                  uint64_t cr0, uint64_t cr3, uint64_t cr4, uint64_t efer)
 {
@@ -392,7 +424,11 @@ int emu_set_boot(struct emu_vcpu *v, int mode, uint64_t rip, const uint64_t *reg
     int rc = emu_set_regs(v, regs);
     if (rc)
         return rc;
-    if (mode == EMU_MODE_FLAT32) {
+    if (mode == EMU_MODE_REAL16) {
+        if (rip > 0xfffffull)
+            return UC_ERR_ARG;
+        enter_real_mode(v, (uint16_t)(rip >> 4), (uint16_t)(rip & 0xf));
+    } else if (mode == EMU_MODE_FLAT32) {
         if (rip > 0xffffffffull)
             return UC_ERR_ARG;
         leave_long_mode(uc);
