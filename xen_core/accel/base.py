@@ -129,9 +129,10 @@ class Vcpu(Protocol):
 class Machine(Protocol):
     """One domain's address space and vCPUs on an engine."""
 
-    def map_memory(self, gpa: int, size: int, host_addr: int) -> None:
+    def map_memory(self, gpa: int, size: int, host_addr: int, readonly: bool = False) -> None:
         """Guest-physical [gpa, gpa+size) is backed by host [host_addr, ...).
-        Page aligned. Remapping a range that is mapped is an error: unmap first."""
+        Page aligned. Remapping a range that is mapped is an error: unmap first.
+        readonly: guest writes do not reach it (a read-only grant mapping)."""
 
     def unmap_memory(self, gpa: int, size: int) -> None: ...
 

@@ -52,6 +52,7 @@ struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, uint64_t token,
                               char *err, size_t errlen);
 void emu_vcpu_free(struct emu_vcpu *v);
 int emu_mem_map(struct emu_vcpu *v, uint64_t gpa, uint64_t size, uint64_t host);
+int emu_mem_map_ro(struct emu_vcpu *v, uint64_t gpa, uint64_t size, uint64_t host);
 int emu_mem_unmap(struct emu_vcpu *v, uint64_t gpa, uint64_t size);
 int emu_invalidate(struct emu_vcpu *v, uint64_t gpa, uint64_t size);
 int emu_set_boot(struct emu_vcpu *v, int mode, uint64_t rip, const uint64_t *regs,

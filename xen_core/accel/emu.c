@@ -383,11 +383,19 @@ void forget_scans(struct emu_vcpu *v)
     memset(v->scanned, 0xff, sizeof(v->scanned));
 }
 
+/* Mapping kinds: 0 read-write, 3 read-only (a guest write stops the run
+ * with UC_ERR_WRITE_PROT: a read-only grant mapping). */
+static uint32_t map_prot(int kind)
+{
+    return kind == 3 ? UC_PROT_READ | UC_PROT_EXEC : UC_PROT_ALL;
+}
+
 static void apply_op(struct emu_vcpu *v, struct mem_op *op)
 {
     switch (op->kind) {
     case 0:
-        uc_mem_map_ptr(v->uc, op->gpa, op->size, UC_PROT_ALL, (void *)(uintptr_t)op->host);
+    case 3:
+        uc_mem_map_ptr(v->uc, op->gpa, op->size, map_prot(op->kind), (void *)(uintptr_t)op->host);
         break;
     case 1:
         uc_mem_unmap(v->uc, op->gpa, op->size);
@@ -422,8 +430,8 @@ static int mem_op(struct emu_vcpu *v, int kind, uint64_t gpa, uint64_t size, uin
     int rc = 0;
     pthread_mutex_lock(&v->mu);
     if (!v->in_run || pthread_equal(v->thread, pthread_self())) {
-        if (kind == 0)
-            rc = uc_mem_map_ptr(v->uc, gpa, size, UC_PROT_ALL, (void *)(uintptr_t)host);
+        if (kind == 0 || kind == 3)
+            rc = uc_mem_map_ptr(v->uc, gpa, size, map_prot(kind), (void *)(uintptr_t)host);
         else if (kind == 1)
             rc = uc_mem_unmap(v->uc, gpa, size);
         else {
@@ -446,6 +454,11 @@ static int mem_op(struct emu_vcpu *v, int kind, uint64_t gpa, uint64_t size, uin
 int emu_mem_map(struct emu_vcpu *v, uint64_t gpa, uint64_t size, uint64_t host)
 {
     return mem_op(v, 0, gpa, size, host);
+}
+
+int emu_mem_map_ro(struct emu_vcpu *v, uint64_t gpa, uint64_t size, uint64_t host)
+{
+    return mem_op(v, 3, gpa, size, host);
 }
 
 int emu_mem_unmap(struct emu_vcpu *v, uint64_t gpa, uint64_t size)

@@ -229,7 +229,7 @@ class EmuMachine:
         self._m = lib.emu_machine_new(arr, len(leaves), HYPERCALL_PORT)
         if self._m == ffi.NULL:
             raise MemoryError("emu machine")
-        self._regions: dict[int, tuple[int, int]] = {}   # gpa -> (size, host)
+        self._regions: dict[int, tuple[int, int, bool]] = {}   # gpa -> (size, host, ro)
         self._vcpus: dict[int, EmuVcpu] = {}
 
     def _check_range(self, gpa: int, size: int) -> None:
@@ -240,17 +240,18 @@ class EmuMachine:
                 raise ValueError(f"range {gpa:#x}+{size:#x} overlaps the engine page "
                                  f"at {page:#x}")
 
-    def map_memory(self, gpa: int, size: int, host_addr: int) -> None:
+    def map_memory(self, gpa: int, size: int, host_addr: int, readonly: bool = False) -> None:
         self._check_range(gpa, size)
-        for g, (s, _) in self._regions.items():
+        for g, (s, _, _) in self._regions.items():
             if gpa < g + s and g < gpa + size:
                 raise ValueError(f"range {gpa:#x}+{size:#x} overlaps mapped "
                                  f"{g:#x}+{s:#x}: unmap first")
+        fn = lib.emu_mem_map_ro if readonly else lib.emu_mem_map
         for v in self._vcpus.values():
-            rc = lib.emu_mem_map(v._v, gpa, size, host_addr)
+            rc = fn(v._v, gpa, size, host_addr)
             if rc:
                 raise OSError(f"emu: mapping {gpa:#x}+{size:#x} failed (unicorn error {rc})")
-        self._regions[gpa] = (size, host_addr)
+        self._regions[gpa] = (size, host_addr, readonly)
 
     def unmap_memory(self, gpa: int, size: int) -> None:
         if self._regions.get(gpa, (None,))[0] != size:
@@ -269,8 +270,8 @@ class EmuMachine:
         if not 0 <= vcpu_id < 4096:
             raise ValueError(f"vcpu id {vcpu_id} out of range")
         v = EmuVcpu(self, vcpu_id)
-        for gpa, (size, host) in self._regions.items():
-            if lib.emu_mem_map(v._v, gpa, size, host):
+        for gpa, (size, host, ro) in self._regions.items():
+            if (lib.emu_mem_map_ro if ro else lib.emu_mem_map)(v._v, gpa, size, host):
                 v.close()
                 raise OSError(f"emu: mapping {gpa:#x} into vcpu {vcpu_id} failed")
         self._vcpus[vcpu_id] = v

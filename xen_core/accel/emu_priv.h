@@ -51,7 +51,7 @@ struct emu_cal {
 EMU_INTERNAL extern struct emu_cal cal;
 
 struct mem_op {
-    int kind; /* 0 map, 1 unmap, 2 invalidate */
+    int kind; /* 0 map, 1 unmap, 2 invalidate, 3 map read-only */
     uint64_t gpa, size, host;
 };
 

@@ -183,9 +183,16 @@ fail:
 int xk_set_user_memory(int vm_fd, uint32_t slot, uint64_t gpa, uint64_t size,
                        uint64_t host_addr)
 {
+    return xk_set_user_memory_flags(vm_fd, slot, gpa, size, host_addr, 0);
+}
+
+/* flags: KVM_MEM_READONLY makes guest writes exit as MMIO (dropped below). */
+int xk_set_user_memory_flags(int vm_fd, uint32_t slot, uint64_t gpa, uint64_t size,
+                             uint64_t host_addr, uint32_t flags)
+{
     struct kvm_userspace_memory_region region = {
         .slot = slot,
-        .flags = 0,
+        .flags = flags,
         .guest_phys_addr = gpa,
         .memory_size = size,
         .userspace_addr = host_addr,

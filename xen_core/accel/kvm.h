@@ -46,6 +46,8 @@ int xk_vm_create(int kvm_fd, uint64_t tss_addr, uint64_t ident_addr,
                  uint32_t filtered_msr);
 int xk_set_user_memory(int vm_fd, uint32_t slot, uint64_t gpa, uint64_t size,
                        uint64_t host_addr);
+int xk_set_user_memory_flags(int vm_fd, uint32_t slot, uint64_t gpa, uint64_t size,
+                             uint64_t host_addr, uint32_t flags);
 struct xk_vcpu *xk_vcpu_create(int kvm_fd, int vm_fd, uint32_t id,
                                uint32_t hypercall_port,
                                const uint32_t *leaves, int nleaves, int *err);

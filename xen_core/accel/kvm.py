@@ -61,6 +61,7 @@ _EXIT_NAMES = {0: "UNKNOWN", 1: "EXCEPTION", 2: "IO", 3: "HYPERCALL", 4: "DEBUG"
 _EXIT_INTERNAL_ERROR = 17
 _INTERNAL_ERROR_EMULATION = 1
 
+KVM_MEM_READONLY = 1 << 1       # linux/kvm.h
 MAX_VCPU_ID = 1023
 
 
@@ -200,11 +201,14 @@ class KvmMachine:
             os.close(self._kvm_fd)
             raise
         self._slots: dict[int, tuple[int, int, int]] = {}  # slot -> gpa, size, host
+        self._slot_flags: dict[int, int] = {}              # slot -> KVM_MEM_* (when not 0)
         self._vcpus: dict[int, KvmVcpu] = {}
         self._closed = False
 
     # -- memory ---------------------------------------------------------
-    def map_memory(self, gpa: int, size: int, host_addr: int) -> None:
+    def map_memory(self, gpa: int, size: int, host_addr: int, readonly: bool = False) -> None:
+        """readonly: a KVM_MEM_READONLY slot; guest writes exit as MMIO and
+        are dropped there (Xen would inject #GP for a read-only grant)."""
         self._check_open()
         for name, value in (("gpa", gpa), ("size", size), ("host address", host_addr)):
             if value < 0 or value % PAGE_SIZE:
@@ -215,7 +219,7 @@ class KvmMachine:
             if gpa < sgpa + ssize and sgpa < gpa + size:
                 raise ValueError(f"map_memory: gpa {gpa:#x}+{size:#x} overlaps mapped "
                                  f"{sgpa:#x}+{ssize:#x}: unmap it first")
-        self._add_slot(gpa, size, host_addr)
+        self._add_slot(gpa, size, host_addr, KVM_MEM_READONLY if readonly else 0)
 
     def unmap_memory(self, gpa: int, size: int) -> None:
         """Unmap [gpa, gpa+size), which must be fully mapped; slots that
@@ -239,19 +243,22 @@ class KvmMachine:
             raise ValueError(f"unmap_memory: gpa {cursor:#x} in {gpa:#x}+{size:#x} is not mapped")
         for s in hit:
             sgpa, ssize, host = self._slots.pop(s)
+            flags = self._slot_flags.pop(s, 0)
             _check("KVM_SET_USER_MEMORY_REGION (delete)",
                    lib.xk_set_user_memory(self._vm_fd, s, sgpa, 0, host))
             if sgpa < gpa:
-                self._add_slot(sgpa, gpa - sgpa, host)
+                self._add_slot(sgpa, gpa - sgpa, host, flags)
             end, send = gpa + size, sgpa + ssize
             if send > end:
-                self._add_slot(end, send - end, host + (end - sgpa))
+                self._add_slot(end, send - end, host + (end - sgpa), flags)
 
-    def _add_slot(self, gpa: int, size: int, host: int) -> None:
+    def _add_slot(self, gpa: int, size: int, host: int, flags: int = 0) -> None:
         slot = next(i for i in range(len(self._slots) + 1) if i not in self._slots)
         _check(f"KVM_SET_USER_MEMORY_REGION {gpa:#x}+{size:#x}",
-               lib.xk_set_user_memory(self._vm_fd, slot, gpa, size, host))
+               lib.xk_set_user_memory_flags(self._vm_fd, slot, gpa, size, host, flags))
         self._slots[slot] = (gpa, size, host)
+        if flags:
+            self._slot_flags[slot] = flags
 
     def invalidate_code(self, gpa: int, size: int) -> None:
         """KVM runs guest code from guest memory directly: nothing cached."""
@@ -277,6 +284,7 @@ class KvmMachine:
             v.close()
         self._vcpus.clear()
         self._slots.clear()
+        self._slot_flags.clear()
         os.close(self._vm_fd)
         os.close(self._kvm_fd)
         self._closed = True
