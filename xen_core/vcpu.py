@@ -105,7 +105,9 @@ class VCPU:
         state, _, times = self.runstate_snapshot()
         return {"vcpu": self.id, "online": self.online, "blocked": state == vabi.RUNSTATE_blocked,
                 "running": state == vabi.RUNSTATE_running,
-                "cpu_time_ns": times[vabi.RUNSTATE_running]}
+                "cpu_time_ns": times[vabi.RUNSTATE_running],
+                # engine statistics where the engine keeps them (emu)
+                "engine": getattr(self.engine, "counters", dict)()}
 
     # -- the thread ----------------------------------------------------------
     def start(self) -> None:

@@ -26,6 +26,9 @@
  *   across engines: a machine's vCPUs take turns on one CPU lock.
  * - Asynchronous stop/interrupt only at block boundaries, from the block
  *   hook on the vCPU's own thread (never an emu_start timeout).
+ *   emu_set_async_irq(v, 0) turns the interrupt half off: a pending vector
+ *   then waits for a hypercall or hlt (the check that a guest behaves the
+ *   same either way; C_ASYNC_IRQ_STOPS counts the block-hook deliveries).
  */
 #include "emu_priv.h"
 
@@ -74,6 +77,8 @@ static void cpu_unlock(struct emu_vcpu *v)
 
 /* ---------------------------------------------------------------- Python */
 
+static bool irq_pending(struct emu_vcpu *v);
+
 static int call_python(struct emu_vcpu *v, uc_engine *uc)
 {
     cpu_unlock(v);
@@ -97,6 +102,10 @@ static int call_python(struct emu_vcpu *v, uc_engine *uc)
     }
     if (uc && (atomic_load_explicit(&v->flags, memory_order_relaxed) & (F_STOP | F_OPS | F_RIP))) {
         v->reason = R_ASYNC; /* the handler asked to stop: end of this block */
+        uc_emu_stop(uc);
+    } else if (uc && !v->async_irq && v->exit.kind == EMU_EXIT_HYPERCALL && irq_pending(v) &&
+               (rreg(uc, UC_X86_REG_RFLAGS) & RFLAGS_IF)) {
+        v->reason = R_ASYNC; /* no block-hook delivery: the hypercall is the point */
         uc_emu_stop(uc);
     }
     return 0;
@@ -359,12 +368,13 @@ static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
             cpu_lock(v);
             f = atomic_load_explicit(&v->flags, memory_order_relaxed);
         }
-        if (f & F_IRQ) {
+        if ((f & F_IRQ) && v->async_irq) {
             if (addr == v->irq_defer_rip) {
                 v->irq_defer_rip = ~0ull; /* one block in the sti shadow */
             } else if (rreg(uc, UC_X86_REG_RFLAGS) & RFLAGS_IF) {
                 v->reason = R_ASYNC;
                 v->counters[C_BLOCK_STOPS]++;
+                v->counters[C_ASYNC_IRQ_STOPS]++;
                 uc_emu_stop(uc);
                 return;
             }
@@ -663,6 +673,8 @@ struct emu_exit *emu_exit_of(struct emu_vcpu *v) { return &v->exit; }
 
 void emu_set_c_hypercalls(struct emu_vcpu *v, int on) { v->c_hypercalls = on; }
 
+void emu_set_async_irq(struct emu_vcpu *v, int on) { v->async_irq = on != 0; }
+
 uint64_t emu_counter(struct emu_vcpu *v, int which)
 {
     return which >= 0 && which < 8 ? v->counters[which] : 0;
@@ -727,6 +739,7 @@ struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, uint64_t token, cha
     v->token = token;
     v->irq_defer_rip = ~0ull;
     v->wrmsr_skip = ~0ull;
+    v->async_irq = 1;
     memset(v->scanned, 0xff, sizeof(v->scanned));
     pthread_mutex_init(&v->mu, NULL);
     if (posix_memalign((void **)&v->priv, 4096, 4096) != 0) {

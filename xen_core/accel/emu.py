@@ -7,11 +7,18 @@ turns on one CPU lock (unicorn's `lock` prefix is not atomic across engines).
 (`emu_py_exit`, a cffi extern "Python") only for exits the core must answer:
 hypercalls (`out` to HYPERCALL_PORT, vmcall, vmmcall), other port I/O, writes
 to the hypervisor MSR range, hlt.
+
+Environment (read once, at import):
+  PYXEN_EMU_ASYNC_IRQ=0  deliver interrupts (the callback vector) only at
+      hypercalls and hlt, never at a block boundary while the guest is busy
+      (default 1: both). A guest must behave the same either way; the
+      `async_irq_stops` counter says how many deliveries the block hook made.
 """
 from __future__ import annotations
 
 import itertools
 import mmap
+import os
 import struct
 import threading
 import time
@@ -49,6 +56,10 @@ _ARGS_OFF = 24
 _VALUE = struct.Struct("<Q")
 _VALUE_OFF = 72
 _MASK64 = 0xFFFFFFFFFFFFFFFF
+
+_ASYNC_IRQ_ENV = "PYXEN_EMU_ASYNC_IRQ"
+_ASYNC_IRQ_VALUE = os.environ.get(_ASYNC_IRQ_ENV, "1").strip()
+ASYNC_IRQ = _ASYNC_IRQ_VALUE != "0"
 
 # C names a vCPU by a token (an int converts faster than a cffi handle).
 _LIVE: dict[int, "EmuVcpu"] = {}
@@ -101,6 +112,7 @@ class EmuVcpu:
         if self._v == ffi.NULL:
             raise OSError(f"emu vcpu {vcpu_id}: {ffi.string(err).decode()}")
         _LIVE[self._token] = self
+        lib.emu_set_async_irq(self._v, int(ASYNC_IRQ))
         self._regs = ffi.new("uint64_t[18]")
         assert ffi.offsetof("struct emu_exit", "value") == _VALUE_OFF
         self._exit = memoryview(ffi.buffer(lib.emu_exit_of(self._v), _EXIT.size))
@@ -204,7 +216,7 @@ class EmuVcpu:
     def counters(self) -> dict[str, int]:
         """Engine statistics (hypercalls, scanned blocks, wrmsr sites, ...)."""
         names = ("hypercalls", "blocks_scanned", "wrmsr_sites", "exceptions",
-                 "interrupts", "block_stops")
+                 "interrupts", "block_stops", "async_irq_stops")
         return {n: lib.emu_counter(self._v, i) for i, n in enumerate(names)}
 
     def close(self) -> None:
@@ -292,10 +304,12 @@ class EmuAccelerator:
     name = "emu"
 
     def usable(self) -> tuple[bool, str]:
+        if _ASYNC_IRQ_VALUE not in ("0", "1"):
+            return False, f"{_ASYNC_IRQ_ENV} must be 0 or 1, not {_ASYNC_IRQ_VALUE!r}"
         return _calibrate()
 
     def create_machine(self) -> EmuMachine:
-        ok, why = _calibrate()
+        ok, why = self.usable()
         if not ok:
             raise OSError(f"emu accelerator unusable: {why}")
         return EmuMachine()

@@ -84,6 +84,7 @@ struct emu_vcpu {
     uint64_t irq_defer_rip; /* interrupt shadow: let one block run first */
     int reason;
     int c_hypercalls; /* benchmark: answer hypercalls in C, no Python */
+    int async_irq; /* deliver interrupts at block boundaries while busy */
     uint64_t slice_start;
     uint64_t syscall_rip;
     uint64_t pending_rip;
@@ -104,7 +105,8 @@ struct emu_vcpu {
     char err[256];
 };
 
-enum { C_HYPERCALLS, C_SCANS, C_SITES, C_EXCEPTIONS, C_IRQS, C_BLOCK_STOPS };
+enum { C_HYPERCALLS, C_SCANS, C_SITES, C_EXCEPTIONS, C_IRQS, C_BLOCK_STOPS,
+       C_ASYNC_IRQ_STOPS };
 
 static void set_err(struct emu_vcpu *v, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
