@@ -159,11 +159,19 @@ class VCPU:
         with self.domain.lock:
             self.kicked = True
             self.cond.notify_all()
+        self._engine_kick()
+
+    def _engine_kick(self) -> None:
+        # An engine that waits out a hlt itself (emu) is woken there too.
+        kick = getattr(self.engine, "kick", None)
+        if kick is not None:
+            kick()
 
     def _timer_fired(self) -> None:
         with self.domain.lock:
             self.timer_pending = True
             self.cond.notify_all()
+        self._engine_kick()
         self.domain.send_virq(self, 0)  # VIRQ_TIMER, once event channels exist
 
     # -- blocking (SCHEDOP_block, SCHEDOP_poll, hlt) --------------------------

@@ -352,6 +352,17 @@ static bool irq_pending(struct emu_vcpu *v)
     return false;
 }
 
+/* A vCPU waiting in fast_halt() wakes on any of these (set first, then
+ * signalled under v->mu, so the waiter cannot miss one). */
+#define WAKE_FLAGS (F_STOP | F_IRQ | F_OPS | F_RIP | F_KICK)
+
+static void wake_vcpu(struct emu_vcpu *v)
+{
+    pthread_mutex_lock(&v->mu);
+    pthread_cond_signal(&v->wake);
+    pthread_mutex_unlock(&v->mu);
+}
+
 static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
 {
     struct emu_vcpu *v = ud;
@@ -451,9 +462,11 @@ static int mem_op(struct emu_vcpu *v, int kind, uint64_t gpa, uint64_t size, uin
     } else if (v->nops < MAX_OPS) {
         v->ops[v->nops++] = op;
         atomic_fetch_or(&v->flags, F_OPS);
+        pthread_cond_signal(&v->wake);
     } else if (kind == 2) {
         v->ops_overflow = 1;
         atomic_fetch_or(&v->flags, F_OPS);
+        pthread_cond_signal(&v->wake);
     } else {
         rc = UC_ERR_NOMEM;
     }
@@ -530,6 +543,38 @@ static bool stopped_at_hlt(struct emu_vcpu *v)
     return rip && uc_vmem_read(v->uc, rip - 1, UC_PROT_EXEC, &b, 1) == UC_ERR_OK && b == 0xf4;
 }
 
+/* hlt with interrupts on: wait here, without the GIL or the CPU lock, for
+ * an interrupt, a stop, a memory op or a kick, instead of a round trip
+ * through Python's halt (its GIL hand-off and condition variable are most
+ * of an event's wake-up latency). Bounded by halt_wait_ns: a vCPU still
+ * idle then goes to Python's halt, which accounts it blocked and checks
+ * evtchn_upcall_pending (the level Xen asserts at each VM entry). True
+ * when woken here. */
+static bool fast_halt(struct emu_vcpu *v)
+{
+    if (!v->halt_wait_ns || !(rreg(v->uc, UC_X86_REG_RFLAGS) & RFLAGS_IF))
+        return false;
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    uint64_t ns = dl.tv_nsec + v->halt_wait_ns;
+    dl.tv_sec += ns / 1000000000u;
+    dl.tv_nsec = ns % 1000000000u;
+    bool woken = true;
+    cpu_unlock(v);
+    pthread_mutex_lock(&v->mu);
+    while (!(atomic_load(&v->flags) & WAKE_FLAGS)) {
+        if (pthread_cond_timedwait(&v->wake, &v->mu, &dl) != 0 &&
+            !(atomic_load(&v->flags) & WAKE_FLAGS)) {
+            woken = false;
+            break;
+        }
+    }
+    atomic_fetch_and(&v->flags, ~F_KICK);
+    pthread_mutex_unlock(&v->mu);
+    cpu_lock(v);
+    return woken;
+}
+
 int emu_run(struct emu_vcpu *v)
 {
     pthread_mutex_lock(&v->mu);
@@ -598,7 +643,8 @@ int emu_run(struct emu_vcpu *v)
         /* hlt: wait in the core unless an interrupt is already deliverable
          * or a stop is pending (the loop top returns it). */
         if (!(atomic_load(&v->flags) & F_STOP) &&
-            !(irq_pending(v) && (rreg(v->uc, UC_X86_REG_RFLAGS) & RFLAGS_IF))) {
+            !(irq_pending(v) && (rreg(v->uc, UC_X86_REG_RFLAGS) & RFLAGS_IF)) &&
+            !fast_halt(v)) {
             v->exit.kind = EMU_EXIT_HALT;
             if (call_python(v, NULL) != 0) {
                 result = EMU_RUN_ERROR;
@@ -613,7 +659,11 @@ int emu_run(struct emu_vcpu *v)
     return result;
 }
 
-void emu_request_stop(struct emu_vcpu *v) { atomic_fetch_or(&v->flags, F_STOP); }
+void emu_request_stop(struct emu_vcpu *v)
+{
+    atomic_fetch_or(&v->flags, F_STOP);
+    wake_vcpu(v);
+}
 
 void emu_request_interrupt(struct emu_vcpu *v, int vector)
 {
@@ -621,7 +671,16 @@ void emu_request_interrupt(struct emu_vcpu *v, int vector)
         return;
     atomic_fetch_or(&v->irq_bits[vector / 64], 1ull << (vector % 64));
     atomic_fetch_or(&v->flags, F_IRQ);
+    wake_vcpu(v);
 }
+
+void emu_kick(struct emu_vcpu *v)
+{
+    atomic_fetch_or(&v->flags, F_KICK);
+    wake_vcpu(v);
+}
+
+void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns) { v->halt_wait_ns = ns; }
 
 /* -------------------------------------------------------- registers */
 
@@ -742,6 +801,11 @@ struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, uint64_t token, cha
     v->async_irq = 1;
     memset(v->scanned, 0xff, sizeof(v->scanned));
     pthread_mutex_init(&v->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&v->wake, &ca);
+    pthread_condattr_destroy(&ca);
     if (posix_memalign((void **)&v->priv, 4096, 4096) != 0) {
         snprintf(err, errlen, "out of memory");
         free(v);
@@ -785,6 +849,7 @@ void emu_vcpu_free(struct emu_vcpu *v)
     if (v->uc)
         uc_close(v->uc);
     pthread_mutex_destroy(&v->mu);
+    pthread_cond_destroy(&v->wake);
     free(v->priv);
     free(v->lapic);
     free(v);

@@ -70,6 +70,8 @@ int emu_set_boot(struct emu_vcpu *v, int mode, uint64_t rip, const uint64_t *reg
 int emu_run(struct emu_vcpu *v);
 void emu_request_stop(struct emu_vcpu *v);
 void emu_request_interrupt(struct emu_vcpu *v, int vector);
+void emu_kick(struct emu_vcpu *v);
+void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns);
 int emu_get_regs(struct emu_vcpu *v, uint64_t *regs);
 int emu_set_regs(struct emu_vcpu *v, const uint64_t *regs);
 int emu_get_sregs(struct emu_vcpu *v, uint64_t *sregs);

@@ -57,6 +57,11 @@ _VALUE = struct.Struct("<Q")
 _VALUE_OFF = 72
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 
+# A hlt with interrupts on first waits this long in C (no GIL, no Python)
+# for an interrupt or a kick, then goes to the core's halt (blocked
+# runstate, timers): most wake-ups of a busy vCPU come well within it.
+HALT_WAIT_NS = 2_000_000
+
 _ASYNC_IRQ_ENV = "PYXEN_EMU_ASYNC_IRQ"
 _ASYNC_IRQ_VALUE = os.environ.get(_ASYNC_IRQ_ENV, "1").strip()
 ASYNC_IRQ = _ASYNC_IRQ_VALUE != "0"
@@ -113,6 +118,7 @@ class EmuVcpu:
             raise OSError(f"emu vcpu {vcpu_id}: {ffi.string(err).decode()}")
         _LIVE[self._token] = self
         lib.emu_set_async_irq(self._v, int(ASYNC_IRQ))
+        lib.emu_set_halt_wait(self._v, HALT_WAIT_NS)
         self._regs = ffi.new("uint64_t[18]")
         assert ffi.offsetof("struct emu_exit", "value") == _VALUE_OFF
         self._exit = memoryview(ffi.buffer(lib.emu_exit_of(self._v), _EXIT.size))
@@ -193,6 +199,11 @@ class EmuVcpu:
         if not 0 <= vector <= 255:
             raise ValueError(f"interrupt vector {vector} out of range 0..255")
         lib.emu_request_interrupt(self._v, vector)
+
+    def kick(self) -> None:
+        """The core woke this vCPU (an event, its timer): ends a hlt that
+        waits in C (see HALT_WAIT_NS)."""
+        lib.emu_kick(self._v)
 
     def get_regs(self) -> dict[str, int]:
         lib.emu_get_regs(self._v, self._regs)

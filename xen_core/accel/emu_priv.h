@@ -27,6 +27,7 @@
 #define F_OPS 4u
 #define F_YIELD 8u /* another vCPU of this machine waits for the CPU lock */
 #define F_RIP 16u  /* a handler moved RIP: applied at the next stop */
+#define F_KICK 32u /* the core woke this vCPU (timer, event): ends a C hlt wait */
 #define SLICE_NS 2000000 /* run at least this long before handing over */
 
 #define SCAN_SLOTS 65536 /* direct-mapped cache of scanned blocks (512 KiB) */
@@ -93,6 +94,8 @@ struct emu_vcpu {
     int in_run;
     pthread_t thread;
     pthread_mutex_t mu;
+    pthread_cond_t wake; /* with mu: a hlt waiting in C (fast_halt) */
+    uint64_t halt_wait_ns; /* how long hlt waits in C before Python's halt; 0: never */
     struct mem_op ops[MAX_OPS];
     int nops, ops_overflow;
     uint64_t scanned[SCAN_SLOTS];
