@@ -18,13 +18,14 @@ from .abi import memory as m
 from .abi import xen as x
 from .abi.layout import PAGE_SHIFT, PAGE_SIZE
 from .guest_atomic import MemfdAtomics
-from .memory import GuestFault
+from .memory import EngineMapError, GrantOverlap, GuestFault
 
 log = logging.getLogger(__name__)
 
 GRANT_XENHEAP_BASE = 1          # xenheap index of grant frame 0 (0 is shared info)
 XENMAPIDX_grant_table_status = 1 << 31
 GFN_LIMIT = 1 << 40
+INVALID_HANDLE = 0xFFFF_FFFF
 
 
 class FrameEntries:
@@ -59,6 +60,10 @@ class GrantCore:
     def __init__(self, core):
         self.core = core
         self.tables = GrantTables(self._resolve)
+        # A guest's own grant maps in its p2m: (domid, handle) -> (gfn,
+        # granter's memory, frame), for unmap_grant_ref's host_addr check.
+        self.host_maps: dict[tuple[int, int], tuple[int, object, int]] = {}
+        self._busy: set[tuple[int, int]] = set()   # handles being mapped or unmapped
 
     # -- tables ------------------------------------------------------------------
     def _resolve(self, domid: int, gfn: int):
@@ -114,9 +119,81 @@ class GrantCore:
             d.memory.place_xen_frame(gpfn, frame)
         return 0
 
+    # -- a guest's own map/unmap (create/replace_grant_p2m_mapping) ----------------
+    def guest_map(self, d, host_addr: int, flags: int, ref: int, rdomid: int) -> tuple[int, int]:
+        """(GNTST_*, handle): map the grant at guest-physical host_addr, as
+        Xen does for HVM/PVH guests (a p2m_grant_map_rw/ro entry)."""
+        try:
+            with self.tables.lock:     # the handle is busy until its p2m entry is in
+                handle, (gmem, frame) = self.tables.map(d.domid, rdomid, ref, flags)
+                self._busy.add((d.domid, handle))
+        except GrantError as e:
+            log.debug("d%d: map of d%d ref %d: %s", d.domid, rdomid, ref, e)
+            return e.status, INVALID_HANDLE
+        try:
+            return self._guest_map(d, host_addr, flags, ref, rdomid, handle, gmem, frame)
+        finally:
+            with self.tables.lock:
+                self._busy.discard((d.domid, handle))
+
+    def _guest_map(self, d, host_addr, flags, ref, rdomid, handle, gmem, frame):
+        readonly = bool(flags & g.GNTMAP_readonly)
+        status = g.GNTST_okay
+        gfn = host_addr >> PAGE_SHIFT
+        rt = self.tables.table(rdomid if rdomid != x.DOMID_SELF else d.domid)
+        cache = rt.entries.read(ref)[0] & (g.GTF_PWT | g.GTF_PCD | g.GTF_PAT) \
+            if rt is not None and rt.entries is not None else 0
+        if cache or flags & ~g.GNTMAP_readonly != g.GNTMAP_host_map or gfn >= GFN_LIMIT:
+            status = g.GNTST_general_error
+        else:
+            try:
+                with d.quiesced():
+                    d.memory.map_foreign(gfn, gmem, frame, readonly)
+                with self.tables.lock:
+                    self.host_maps[(d.domid, handle)] = (gfn, gmem, frame)
+            except GrantOverlap as e:    # Xen's p2m_add_page crashes the domain for this
+                d.crash(f"grant map of d{rdomid} ref {ref}: {e}")
+                status = g.GNTST_general_error
+            except (GuestFault, EngineMapError) as e:
+                log.debug("d%d: map of d%d ref %d at %#x: %s", d.domid, rdomid, ref, host_addr, e)
+                status = g.GNTST_general_error
+        if status != g.GNTST_okay:
+            self.tables.unmap(d.domid, handle)
+            return status, INVALID_HANDLE
+        return status, handle
+
+    def guest_unmap(self, d, host_addr: int, handle: int) -> int:
+        """unmap_grant_ref: host_addr must name the gfn the handle maps (its
+        p2m entry is removed, leaving the gfn empty), else general_error
+        and the mapping stays."""
+        key = (d.domid, handle)
+        with self.tables.lock:
+            if key in self._busy or handle not in self.tables.mapped_by(d.domid):
+                return g.GNTST_bad_handle
+            hm = self.host_maps.get(key)
+            if hm is not None and host_addr >> PAGE_SHIFT != hm[0]:
+                return g.GNTST_general_error
+            self._busy.add(key)
+        try:
+            if hm is not None:          # the p2m entry goes before the pin
+                with d.quiesced():
+                    d.memory.unmap_foreign(*hm)
+            with self.tables.lock:
+                self.host_maps.pop(key, None)
+                self.tables.unmap(d.domid, handle)
+            return g.GNTST_okay
+        except GrantError as e:
+            return e.status
+        finally:
+            with self.tables.lock:
+                self._busy.discard(key)
+
     # -- teardown ------------------------------------------------------------------
     def domain_destroyed(self, domid: int) -> None:
-        self.tables.domain_destroyed(domid)
+        with self.tables.lock:
+            for key in [k for k in self.host_maps if k[0] == domid]:
+                del self.host_maps[key]      # its memory dropped them on close
+            self.tables.domain_destroyed(domid)
 
     # -- grant copy ----------------------------------------------------------------
     def copy(self, ldomid: int, op: tuple, local=None) -> int:

@@ -46,6 +46,10 @@ class EngineMapError(ValueError):
     """The engine cannot map a guest-physical range (one it reserves)."""
 
 
+class GrantOverlap(Exception):
+    """A grant mapped where a grant is mapped already (Xen crashes the domain)."""
+
+
 class GuestFault(Exception):
     """A guest address that does not resolve: the hypercall answers -EFAULT."""
 
@@ -89,7 +93,11 @@ class GuestMemory:
         self._next_ram = 0              # bump allocator over RAM frames
         self._free_ram: list[int] = []  # frames given back by decrease_reservation
         self._machine = None
-        self._slots: dict[int, tuple[int, int]] = {}  # gfn -> (count, frame) mapped in the engine
+        self._slots: dict[int, tuple[int, int]] = {}  # gfn -> (count, host) mapped in the engine
+        # Grant mappings of other domains' frames in this p2m (p2m_grant_map_rw/ro):
+        # gfn -> (granter's GuestMemory, its frame, read-only).
+        self.foreign: dict[int, tuple["GuestMemory", int, bool]] = {}
+        self._holds = 0          # this memory's frames mapped into other domains
         self.lock = threading.RLock()
         self.closed = False
 
@@ -101,21 +109,32 @@ class GuestMemory:
             if self.p2m:
                 self._resync(min(self.p2m), max(self.p2m) + 1)
 
+    def _host(self, gfn: int) -> tuple[int | None, bool]:
+        """(host address of gfn's page or None, read-only)."""
+        f = self.foreign.get(gfn)
+        if f is not None:
+            return f[0].host_base + (f[1] << PAGE_SHIFT), f[2]
+        frame = self.p2m.get(gfn)
+        return (None if frame is None else self.host_base + (frame << PAGE_SHIFT)), False
+
     def _runs(self, lo: int, hi: int):
-        """Contiguous (gfn, count, frame) runs of the p2m within [lo, hi)."""
+        """Contiguous (gfn, count, host, readonly) runs within [lo, hi): own
+        frames and grant-mapped foreign ones."""
         run = None
-        if hi - lo > 4 * len(self.p2m):
-            gfns = sorted(g for g in self.p2m if lo <= g < hi)
+        n = len(self.p2m) + len(self.foreign)
+        if hi - lo > 4 * n:
+            gfns = sorted(g for d in (self.p2m, self.foreign) for g in d if lo <= g < hi)
         else:
-            gfns = [g for g in range(lo, hi) if g in self.p2m]
+            gfns = [g for g in range(lo, hi) if g in self.p2m or g in self.foreign]
         for gfn in gfns:
-            frame = self.p2m[gfn]
-            if run and run[0] + run[1] == gfn and run[2] + run[1] == frame:
+            host, ro = self._host(gfn)
+            if run and run[0] + run[1] == gfn and run[2] + (run[1] << PAGE_SHIFT) == host \
+                    and run[3] == ro:
                 run[1] += 1
             else:
                 if run:
                     yield tuple(run)
-                run = [gfn, 1, frame]
+                run = [gfn, 1, host, ro]
         if run:
             yield tuple(run)
 
@@ -135,10 +154,13 @@ class GuestMemory:
         for gfn in [g for g, (c, _) in self._slots.items() if g < hi and g + c > lo]:
             count, _ = self._slots.pop(gfn)
             self._machine.unmap_memory(gfn << PAGE_SHIFT, count << PAGE_SHIFT)
-        for gfn, count, frame in self._runs(lo, hi):
-            self._machine.map_memory(gfn << PAGE_SHIFT, count << PAGE_SHIFT,
-                                     self.host_base + (frame << PAGE_SHIFT))
-            self._slots[gfn] = (count, frame)
+        for gfn, count, host, ro in self._runs(lo, hi):
+            if ro:
+                self._machine.map_memory(gfn << PAGE_SHIFT, count << PAGE_SHIFT, host,
+                                         readonly=True)
+            else:
+                self._machine.map_memory(gfn << PAGE_SHIFT, count << PAGE_SHIFT, host)
+            self._slots[gfn] = (count, host)
 
     # -- the p2m -------------------------------------------------------------
     def _alloc_ram_frame(self) -> int | None:
@@ -166,7 +188,7 @@ class GuestMemory:
                 return len(gfns)
             added = []
             for gfn in gfns:
-                if gfn in self.p2m:
+                if gfn in self.p2m or gfn in self.foreign:
                     continue
                 frame = self._alloc_ram_frame()
                 if frame is None:
@@ -193,7 +215,8 @@ class GuestMemory:
         lo = gfns[0]
         if gfns[-1] != lo + n - 1 or (n > 1 and gfns[1] != lo + 1):
             return False
-        if gfns != list(range(lo, lo + n)) or any(g in self.p2m for g in gfns):
+        if gfns != list(range(lo, lo + n)) or any(g in self.p2m or g in self.foreign
+                                                  for g in gfns):
             return False
         if any(g < lo + n and g + c > lo for g, (c, _) in self._slots.items()):
             return False
@@ -204,7 +227,7 @@ class GuestMemory:
                                          self.host_base + (frame << PAGE_SHIFT))
             except Exception as e:
                 raise EngineMapError(f"engine refused gfns {lo:#x}..{lo + n - 1:#x}: {e}") from e
-            self._slots[lo] = (n, frame)
+            self._slots[lo] = (n, self.host_base + (frame << PAGE_SHIFT))
         self._next_ram += n
         self.p2m.update(zip(gfns, range(frame, frame + n)))
         self.tot_pages += n
@@ -247,6 +270,55 @@ class GuestMemory:
                 self._resync(gfn, gfn + 1)
                 raise EngineMapError(f"engine refused gfn {gfn:#x}: {e}") from e
 
+    # -- grant mappings (create/replace_grant_p2m_mapping) ----------------------
+    def map_foreign(self, gfn: int, granter: "GuestMemory", frame: int, readonly: bool) -> None:
+        """Put the granter's frame at gfn. What was there leaves the p2m (a
+        RAM page stays the domain's, unmapped, as Xen's p2m_add_page leaves
+        it). A grant already mapped at gfn: GrantOverlap (Xen crashes the
+        domain for that). The granter's memory stays alive while mapped."""
+        with granter.lock:             # never under self.lock: two domains may map each other
+            if granter._released:
+                raise GuestFault("granter's memory released")
+            granter._holds += 1
+        try:
+            with self.lock:
+                if self.closed:
+                    raise GuestFault("memory released")
+                if gfn in self.foreign:
+                    raise GrantOverlap(f"gfn {gfn:#x} already holds a grant mapping")
+                old = self.p2m.pop(gfn, None)
+                self.foreign[gfn] = (granter, frame, readonly)
+                try:
+                    self._resync(gfn, gfn + 1)
+                except Exception as e:
+                    del self.foreign[gfn]
+                    if old is not None:
+                        self.p2m[gfn] = old
+                    self._resync(gfn, gfn + 1)
+                    raise EngineMapError(f"engine refused gfn {gfn:#x}: {e}") from e
+        except BaseException:
+            granter._drop_hold()
+            raise
+
+    def unmap_foreign(self, gfn: int, granter: "GuestMemory", frame: int) -> bool:
+        """Remove the grant mapping of granter's frame at gfn, leaving the gfn
+        empty; False if gfn does not hold that mapping."""
+        with self.lock:
+            f = self.foreign.get(gfn)
+            if f is None or f[0] is not granter or f[1] != frame:
+                return False
+            del self.foreign[gfn]
+            if not self.closed:
+                self._resync(gfn, gfn + 1)
+        granter._drop_hold()
+        return True
+
+    def _drop_hold(self) -> None:
+        with self.lock:
+            self._holds -= 1
+            if self._holds == 0 and self.closed:
+                self._release_mapping()
+
     def frame_of(self, gfn: int) -> int:
         frame = self.p2m.get(gfn)
         if frame is None:
@@ -254,29 +326,40 @@ class GuestMemory:
         return frame
 
     # -- guest-physical access ------------------------------------------------
-    def _chunks(self, gpa: int, length: int):
-        """(memfd offset, length) pieces of [gpa, gpa+length), page by page."""
+    def _chunks(self, gpa: int, length: int, write: bool = False):
+        """(mapping, offset, length) pieces of [gpa, gpa+length), page by
+        page; a grant-mapped gfn is the granter's page (read-only ones
+        refuse writes)."""
         if gpa < 0 or length < 0 or gpa + length > 1 << 52:
             raise GuestFault(f"gpa {gpa:#x}+{length:#x} out of range")
         while length > 0:
             n = min(length, PAGE_SIZE - (gpa & PAGE_MASK))
-            frame = self.frame_of(gpa >> PAGE_SHIFT)
-            yield (frame << PAGE_SHIFT) | (gpa & PAGE_MASK), n
+            gfn = gpa >> PAGE_SHIFT
+            frame = self.p2m.get(gfn)
+            if frame is not None:
+                yield self.mm, (frame << PAGE_SHIFT) | (gpa & PAGE_MASK), n
+            else:
+                f = self.foreign.get(gfn)
+                if f is None:
+                    raise GuestFault(f"gfn {gfn:#x} not present")
+                if write and f[2]:
+                    raise GuestFault(f"gfn {gfn:#x} is a read-only grant mapping")
+                yield f[0].mm, (f[1] << PAGE_SHIFT) | (gpa & PAGE_MASK), n
             gpa += n
             length -= n
 
     def read_phys(self, gpa: int, length: int) -> bytes:
         if self.closed:
             raise GuestFault("memory released")
-        return b"".join(self.mm[off:off + n] for off, n in self._chunks(gpa, length))
+        return b"".join(mm[off:off + n] for mm, off, n in self._chunks(gpa, length))
 
     def write_phys(self, gpa: int, data: bytes) -> None:
         if self.closed:
             raise GuestFault("memory released")
-        pieces = list(self._chunks(gpa, len(data)))  # all or nothing
+        pieces = list(self._chunks(gpa, len(data), write=True))  # all or nothing
         pos = 0
-        for off, n in pieces:
-            self.mm[off:off + n] = data[pos:pos + n]
+        for mm, off, n in pieces:
+            mm[off:off + n] = data[pos:pos + n]
             pos += n
 
     def read_u64(self, gpa: int) -> int:
@@ -351,8 +434,8 @@ class GuestMemory:
         """Write a guest-virtual buffer; all pages are resolved before any byte
         is written, so a fault leaves guest memory untouched."""
         pieces = list(self._virt_chunks(ps, gva, len(data), True))
-        for gpa, _ in pieces:
-            self.frame_of(gpa >> PAGE_SHIFT)
+        for gpa, n in pieces:
+            list(self._chunks(gpa, n, write=True))
         pos = 0
         for gpa, n in pieces:
             self.write_phys(gpa, data[pos:pos + n])
@@ -373,12 +456,25 @@ class GuestMemory:
 
     def close(self) -> None:
         """Release the mapping and the memfd (dom0 mappings of it live on
-        until they are unmapped: the fd's pages stay with them)."""
+        until they are unmapped: the fd's pages stay with them; so does this
+        process's mapping while another domain's p2m maps a frame of it).
+        The grant mappings this domain held of others are dropped."""
         with self.lock:
             if self.closed:
                 return
             self.detach()
             self.closed = True
-            del self._export
-            self.mm.close()
-            os.close(self.fd)
+            held, self.foreign = list(self.foreign.values()), {}
+            if not self._holds:
+                self._release_mapping()
+        for granter, _, _ in held:
+            granter._drop_hold()
+
+    @property
+    def _released(self) -> bool:
+        return self.mm.closed
+
+    def _release_mapping(self) -> None:
+        del self._export
+        self.mm.close()
+        os.close(self.fd)

@@ -31,6 +31,11 @@ grant_ref_t gnttab_grant(domid_t domid, unsigned long frame, int readonly);
 long gnttab_end_access(grant_ref_t ref);
 uint16_t gnttab_flags(grant_ref_t ref);
 long HYPERVISOR_grant_table_op(unsigned int cmd, void *arg, unsigned int count);
+/* Map domid's grant `ref` at our frame `gfn` (what was there leaves our
+ * physmap; unmap leaves the gfn empty); GNTST_* and the handle. */
+int16_t gnttab_map(domid_t domid, grant_ref_t ref, unsigned long gfn, int readonly,
+                   grant_handle_t *handle);
+int16_t gnttab_unmap(unsigned long gfn, grant_handle_t handle);
 
 /* Read a console input line (CONSOLEIO_read, polled); its length. */
 unsigned long console_readline(char *buf, unsigned long size);

@@ -65,3 +65,30 @@ long gnttab_end_access(grant_ref_t ref)
                                           __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST));
     return 0;
 }
+
+int16_t gnttab_map(domid_t domid, grant_ref_t ref, unsigned long gfn, int readonly,
+                   grant_handle_t *handle)
+{
+    struct gnttab_map_grant_ref op = {
+        .host_addr = (uint64_t)gfn << 12,
+        .flags = GNTMAP_host_map | (readonly ? GNTMAP_readonly : 0),
+        .ref = ref,
+        .dom = domid,
+    };
+    long rc = HYPERVISOR_grant_table_op(GNTTABOP_map_grant_ref, &op, 1);
+
+    if (rc)
+        panic("gnttab: map_grant_ref: %ld\n", rc);
+    *handle = op.handle;
+    return op.status;
+}
+
+int16_t gnttab_unmap(unsigned long gfn, grant_handle_t handle)
+{
+    struct gnttab_unmap_grant_ref op = { .host_addr = (uint64_t)gfn << 12, .handle = handle };
+    long rc = HYPERVISOR_grant_table_op(GNTTABOP_unmap_grant_ref, &op, 1);
+
+    if (rc)
+        panic("gnttab: unmap_grant_ref: %ld\n", rc);
+    return op.status;
+}

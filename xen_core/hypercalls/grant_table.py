@@ -97,40 +97,27 @@ def _get_status_frames(cur, arg, count):
 
 
 def _map(cur, arg, count):
-    from grant_tables.table import GrantError
-    tables = _gc(cur).tables
-    _gc(cur).table(cur.domain.domid)
+    """Each op maps a grant at the guest-physical address host_addr
+    (GNTMAP_host_map, optionally GNTMAP_readonly), as for an HVM guest."""
+    gc = _gc(cur)
+    gc.table(cur.domain.domid)
     for i in range(count):
         a = arg + i * g.MAP_GRANT_REF.size
         host_addr, flags, ref, dom, _, _, _ = g.MAP_GRANT_REF.unpack(
             cur.copy_from(a, g.MAP_GRANT_REF.size))
         if dom != x.DOMID_SELF:
-            _gc(cur).table(dom)
-        handle, status = 0xFFFF_FFFF, g.GNTST_okay
-        try:
-            handle, _ = tables.map(cur.domain.domid, dom, ref, flags)
-            # A guest mapping another guest's page into its own physmap
-            # needs a foreign frame in its p2m, which the memfd model does
-            # not provide: undo and refuse the address.
-            tables.unmap(cur.domain.domid, handle)
-            handle, status = 0xFFFF_FFFF, g.GNTST_bad_virt_addr
-        except GrantError as e:
-            status = e.status
+            gc.table(dom)
+        status, handle = gc.guest_map(cur.domain, host_addr, flags, ref, dom)
         cur.copy_to(a + 18, status.to_bytes(2, "little", signed=True) + handle.to_bytes(4, "little"))
     return 0
 
 
 def _unmap(cur, arg, count):
-    from grant_tables.table import GrantError
-    tables = _gc(cur).tables
+    gc = _gc(cur)
     for i in range(count):
         a = arg + i * g.UNMAP_GRANT_REF.size
-        _, _, handle, _ = g.UNMAP_GRANT_REF.unpack(cur.copy_from(a, g.UNMAP_GRANT_REF.size))
-        try:
-            tables.unmap(cur.domain.domid, handle)
-            status = g.GNTST_okay
-        except GrantError as e:
-            status = e.status
+        host_addr, _, handle, _ = g.UNMAP_GRANT_REF.unpack(cur.copy_from(a, g.UNMAP_GRANT_REF.size))
+        status = gc.guest_unmap(cur.domain, host_addr, handle)
         cur.copy_to(a + 20, status.to_bytes(2, "little", signed=True))
     return 0
 

@@ -15,6 +15,7 @@
 #define GNTTABOP_get_version      10
 
 typedef uint32_t grant_ref_t;
+typedef uint32_t grant_handle_t;
 
 struct grant_entry_v1 {
     uint16_t flags;
@@ -29,12 +30,36 @@ struct grant_entry_v1 {
 #define GTF_reading         (1U << 3)
 #define GTF_writing         (1U << 4)
 
+#define GNTMAP_device_map   (1U << 0)
+#define GNTMAP_host_map     (1U << 1)
+#define GNTMAP_readonly     (1U << 2)
+
 #define GNTCOPY_source_gref (1U << 0)
 #define GNTCOPY_dest_gref   (1U << 1)
 
 #define GNTST_okay            0
 #define GNTST_general_error  (-1)
+#define GNTST_bad_domain     (-2)
+#define GNTST_bad_gntref     (-3)
+#define GNTST_bad_handle     (-4)
 #define GNTST_bad_copy_arg   (-10)
+
+struct gnttab_map_grant_ref {
+    uint64_t host_addr;      /* HVM/PVH: the guest-physical address */
+    uint32_t flags;          /* GNTMAP_* */
+    grant_ref_t ref;
+    domid_t dom;
+    int16_t status;          /* OUT */
+    grant_handle_t handle;   /* OUT */
+    uint64_t dev_bus_addr;   /* OUT */
+};
+
+struct gnttab_unmap_grant_ref {
+    uint64_t host_addr;
+    uint64_t dev_bus_addr;
+    grant_handle_t handle;
+    int16_t status;          /* OUT */
+};
 
 struct gnttab_query_size {
     domid_t dom;
