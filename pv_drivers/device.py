@@ -28,7 +28,9 @@ class DeviceError(Exception):
 
 class QueueThread:
     """Serve one queue: wait for its event channel (or a local wake-up),
-    let `serve()` work, kick the frontend when it asks."""
+    let `serve()` work, kick the frontend when it asks. The channel stays
+    masked from its event until the queue is about to sleep again, so a
+    busy frontend's kicks cost the backend nothing."""
 
     def __init__(self, device: "Device", queue, serve, name: str):
         self.device = device
@@ -65,7 +67,9 @@ class QueueThread:
                     if self.stopping:
                         break
                 notify, more = self.serve()
-                if notify:
+                if not more:
+                    self.queue.rearm(notify)     # unmask + kick: one write
+                elif notify:
                     self.queue.notify()
         except Exception as e:          # RingProtocolError and anything unexpected
             if not self.stopping:

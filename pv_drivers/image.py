@@ -84,20 +84,25 @@ class RawImage:
 
 def _vectored(call, fd: int, offset: int, bufs, what: str) -> None:
     """preadv/pwritev until every buffer is done (they may stop short)."""
+    n = call(fd, bufs, offset)
+    if n == sum(len(b) for b in bufs):
+        return
     bufs = [memoryview(b) for b in bufs]
     try:
-        while bufs:
-            n = call(fd, bufs, offset)
+        while True:
             if n <= 0:
                 raise OSError(5, f"short {what} at {offset}")
             offset += n
             while bufs and n >= len(bufs[0]):
                 n -= len(bufs[0])
                 bufs.pop(0).release()
+            if not bufs:
+                return
             if n:
                 head = bufs[0]
                 bufs[0] = head[n:]
                 head.release()
+            n = call(fd, bufs, offset)
     finally:
         for b in bufs:
             b.release()

@@ -31,6 +31,7 @@ class XenQueue:
         self.xe = None
         self.maps = []
         self.pmaps = []                       # persistent grants (blkback)
+        self.masked = []                      # ports taken by ack, not re-armed yet
         try:
             for refs in rings:
                 self.maps.append(self.gd.map(domid, refs))
@@ -127,14 +128,29 @@ class XenQueue:
         return self.xe.fd()
 
     def ack(self) -> None:
-        """An event came (fd readable): take it and re-arm the port."""
+        """An event came (fd readable): take it. The port stays masked while
+        we serve (the frontend's further kicks only mark it pending) and is
+        re-armed by `rearm`, in the same write as our kick if there is one."""
         port = self.xe.pending(0)
         if port is not None:
-            self.xe.unmask(port)
+            self.masked.append(port)
 
     def notify(self) -> None:
         # Split tx/rx channels are both kicked: a spurious event is harmless.
         for port in self.local:
+            self.xe.notify(port)
+
+    def rearm(self, notify: bool) -> None:
+        """Before sleeping: unmask what `ack` took (a port that went pending
+        meanwhile is reported again) and kick the frontend if asked."""
+        kick = list(self.local) if notify else []
+        masked, self.masked = self.masked, []
+        for port in masked:
+            if kick:
+                self.xe.unmask_and_notify(port, kick.pop(0))
+            else:
+                self.xe.unmask(port)
+        for port in kick:
             self.xe.notify(port)
 
     def close(self) -> None:

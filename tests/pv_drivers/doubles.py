@@ -144,6 +144,10 @@ class LocalQueue:
         for c in self.chans:
             os.write(c.to_front_w, b"!")
 
+    def rearm(self, notify):
+        if notify:
+            self.notify()
+
     def close(self):
         pass
 
