@@ -143,7 +143,9 @@ class GrantCore:
         rt = self.tables.table(rdomid if rdomid != x.DOMID_SELF else d.domid)
         cache = rt.entries.read(ref)[0] & (g.GTF_PWT | g.GTF_PCD | g.GTF_PAT) \
             if rt is not None and rt.entries is not None else 0
-        if cache or flags & ~g.GNTMAP_readonly != g.GNTMAP_host_map or gfn >= GFN_LIMIT:
+        if not flags & g.GNTMAP_host_map:
+            pass                         # device_map alone: a pin, nothing in the p2m
+        elif cache or flags & ~g.GNTMAP_readonly != g.GNTMAP_host_map or gfn >= GFN_LIMIT:
             status = g.GNTST_general_error
         else:
             try:

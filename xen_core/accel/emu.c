@@ -404,8 +404,8 @@ void forget_scans(struct emu_vcpu *v)
     memset(v->scanned, 0xff, sizeof(v->scanned));
 }
 
-/* Mapping kinds: 0 read-write, 3 read-only (a guest write stops the run
- * with UC_ERR_WRITE_PROT: a read-only grant mapping). */
+/* Mapping kinds: 0 read-write, 3 read-only (a read-only grant mapping: a
+ * guest write stops the run with UC_ERR_WRITE_PROT, emu_run injects #GP). */
 static uint32_t map_prot(int kind)
 {
     return kind == 3 ? UC_PROT_READ | UC_PROT_EXEC : UC_PROT_ALL;
@@ -621,6 +621,17 @@ int emu_run(struct emu_vcpu *v)
         if (v->reason == R_ERROR) {
             result = EMU_RUN_ERROR;
             break;
+        }
+        if (e == UC_ERR_WRITE_PROT) {
+            /* A store to a read-only mapping (a p2m_grant_map_ro page): Xen
+             * injects #GP(0) (hvm_hap_nested_page_fault). Unicorn leaves RIP
+             * at the faulting instruction. */
+            v->counters[C_EXCEPTIONS]++;
+            if (raise_event(v, 13, true, 0, false) != 0) {
+                result = v->reason == R_TRIPLE ? EMU_RUN_TRIPLE_FAULT : EMU_RUN_ERROR;
+                break;
+            }
+            continue;
         }
         if (e != UC_ERR_OK) {
             set_err(v, "unicorn: %s at rip %#llx", uc_strerror(e),
