@@ -8,7 +8,8 @@
  * write "peer:..." (unless readonly=1: then try a write the mapping must
  * refuse), wait for the ack, unmap; misuse first (a ref beyond the table,
  * other=D2 ogref=R2 a grant meant for someone else).
- *   map=D gref=R [readonly=1] [other=D2 ogref=R2] [hold=1: keep it mapped] */
+ *   map=D gref=R [readonly=1] [other=D2 ogref=R2] [hold=1: keep it mapped]
+ *   [twice=1: map it again over itself, which crashes us as on Xen] */
 #include "lib/evtchn.h"
 #include <xen/memory.h>
 
@@ -36,6 +37,9 @@ static int map_peer(uint64_t peer, uint64_t ref, uint64_t ro)
                gnttab_map(peer, ref, gfn, 0, &bad));
     printk("grant-map: map d%lu ref %lu at gfn 0x%lx: %d\n", (unsigned long)peer,
            (unsigned long)ref, gfn, gnttab_map(peer, ref, gfn, ro, &h));
+    if (cmdline_u64("twice", 0))   /* over our own grant mapping: Xen crashes us */
+        printk("grant-map: mapped again at the same gfn: %d\n",
+               gnttab_map(peer, ref, gfn, ro, &bad));
     memcpy(seen, (const void *)window, 19);
     seen[19] = 0;
     printk("grant-map: read \"%s\"\n", seen);

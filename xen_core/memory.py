@@ -98,6 +98,7 @@ class GuestMemory:
         # gfn -> (granter's GuestMemory, its frame, read-only).
         self.foreign: dict[int, tuple["GuestMemory", int, bool]] = {}
         self._holds = 0          # this memory's frames mapped into other domains
+        self.unsynced = (0, 0)
         self.lock = threading.RLock()
         self.closed = False
 
@@ -154,6 +155,9 @@ class GuestMemory:
         for gfn in [g for g, (c, _) in self._slots.items() if g < hi and g + c > lo]:
             count, _ = self._slots.pop(gfn)
             self._machine.unmap_memory(gfn << PAGE_SHIFT, count << PAGE_SHIFT)
+        # What a caller undoing a refused change must resync again (the
+        # range widened to whole slots, some of it now unmapped).
+        self.unsynced = (lo, hi)
         for gfn, count, host, ro in self._runs(lo, hi):
             if ro:
                 self._machine.map_memory(gfn << PAGE_SHIFT, count << PAGE_SHIFT, host,
@@ -202,7 +206,7 @@ class GuestMemory:
                 except Exception as e:  # the engine refused a range: undo, keep the old map
                     for gfn in added:
                         self._release(self.p2m.pop(gfn))
-                    self._resync(min(gfns), max(gfns) + 1)
+                    self._resync(*self.unsynced)
                     raise EngineMapError(f"engine refused gfns {min(gfns):#x}..{max(gfns):#x}: {e}") from e
             return len(added)
 
@@ -267,7 +271,7 @@ class GuestMemory:
                 self._resync(gfn, gfn + 1)
             except Exception as e:
                 del self.p2m[gfn]
-                self._resync(gfn, gfn + 1)
+                self._resync(*self.unsynced)
                 raise EngineMapError(f"engine refused gfn {gfn:#x}: {e}") from e
 
     # -- grant mappings (create/replace_grant_p2m_mapping) ----------------------
@@ -277,7 +281,7 @@ class GuestMemory:
         it). A grant already mapped at gfn: GrantOverlap (Xen crashes the
         domain for that). The granter's memory stays alive while mapped."""
         with granter.lock:             # never under self.lock: two domains may map each other
-            if granter._released:
+            if granter.closed:
                 raise GuestFault("granter's memory released")
             granter._holds += 1
         try:
@@ -294,7 +298,7 @@ class GuestMemory:
                     del self.foreign[gfn]
                     if old is not None:
                         self.p2m[gfn] = old
-                    self._resync(gfn, gfn + 1)
+                    self._resync(*self.unsynced)
                     raise EngineMapError(f"engine refused gfn {gfn:#x}: {e}") from e
         except BaseException:
             granter._drop_hold()
@@ -469,10 +473,6 @@ class GuestMemory:
                 self._release_mapping()
         for granter, _, _ in held:
             granter._drop_hold()
-
-    @property
-    def _released(self) -> bool:
-        return self.mm.closed
 
     def _release_mapping(self) -> None:
         del self._export

@@ -185,3 +185,20 @@ def test_destroying_either_side_while_mapped(pc, events, core):
         assert time.monotonic() < deadline, core.fds()
         time.sleep(0.01)
     assert core.alive()
+
+
+def test_mapping_over_a_grant_mapping_crashes_the_mapper(pc, events):
+    """Xen's p2m_add_page refuses to replace a grant mapping: domain_crash."""
+    b = free_domid(pc)
+    a, ref, frame = granter(pc, b)
+    b = start_at(pc, b, f"map={a} gref={ref} twice=1")
+    pc.domain_unpause(b)
+    got = wait_shutdown(events, [b])
+    assert got[b]["shutdown_reason"] == SHUTDOWN_crash, console(pc, b)
+    assert "already holds a grant mapping" in pc.xen_dmesg().decode()
+    assert "mapped again" not in console(pc, b)
+    pc.domain_destroy(b)                              # its first mapping goes too
+    with ForeignMapping(pc, a, [frame]) as m:
+        m.page(frame)[:6] = b"peer:\0"
+    out_a = finish_granter(pc, events, a)
+    assert "revoke refused" not in out_a and "revoked (0)" in out_a, out_a
