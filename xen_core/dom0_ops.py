@@ -42,7 +42,8 @@ MAX_FDS_PER_REPLY = 16         # privif.MAX_FDS_PER_FRAME
 
 class EvtchnHandle:
     def __init__(self, core, hid: int):
-        self.ev = events.of(core).evtchn
+        self.events = events.of(core)
+        self.ev = self.events.evtchn
         self.id = hid
         self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.setblocking(False)
@@ -50,7 +51,10 @@ class EvtchnHandle:
         self.efds: dict[int, int] = {}
         self._binding_efd: int | None = None
         self.closed = False
-        threading.Thread(target=self._commands, daemon=True, name=f"evtchn-h{hid}").start()
+        # The reader's own fd: a handle closed at once must not race its dup.
+        rsock = self.sock.dup()
+        threading.Thread(target=self._commands, args=(rsock,), daemon=True,
+                         name=f"evtchn-h{hid}").start()
 
     # -- events out ------------------------------------------------------------
     def deliver(self, port: int):
@@ -58,6 +62,12 @@ class EvtchnHandle:
         if efd is not None:
             os.eventfd_write(efd, 1)
             return False          # counted, not queued: no mask
+        state = self.events.dom0_state
+        if state is not None:   # serialized with the fast path's writes
+            err = state.write_port(self.sock.fileno(), port)
+            if err:
+                log.warning("evtchn handle %d: port %d lost: %s", self.id, port, os.strerror(err))
+            return True
         with self.send_lock:
             try:
                 self.sock.send(PORT.pack(port))
@@ -65,9 +75,16 @@ class EvtchnHandle:
                 log.warning("evtchn handle %d: port %d lost: %s", self.id, port, e)
         return True
 
+    def fast_fd(self, port: int) -> int | None:
+        """The socket the fast path may write `port` to (None: an eventfd
+        port, or the handle is closing)."""
+        if self.closed or port in self.efds:
+            return None
+        fd = self.sock.fileno()
+        return fd if fd >= 0 else None
+
     # -- commands in -------------------------------------------------------------
-    def _commands(self) -> None:
-        sock = self.sock.dup()
+    def _commands(self, sock) -> None:
         sock.setblocking(True)
         buf = b""
         try:
@@ -143,6 +160,7 @@ class EvtchnHandle:
                 except XenError:
                     pass
             efds, self.efds = list(self.efds.values()), {}
+            self.events.forget_fd(self.sock.fileno())
         for efd in efds:
             os.close(efd)
         try:

@@ -19,6 +19,7 @@ from .abi import event_channel as e
 from .abi import hvm as h
 from .abi import shared_info as si
 from .abi.layout import PAGE_SHIFT
+from . import evtchn_fast
 from .evtchn import EventChannels, EvtchnDomain, TwoLevel, UserPorts
 from .guest_atomic import MemfdAtomics
 from .memory import GuestFault, SHARED_INFO_XENHEAP_INDEX
@@ -70,6 +71,9 @@ class EventCore:
     def __init__(self, core):
         self.core = core
         self.evtchn = EventChannels(self._make_table)
+        # Dom0's port state in C when the fast path exists (shared with it).
+        self.dom0_state = evtchn_fast.Dom0PortState() if evtchn_fast.available() else None
+        self.evtchn.sent = self.cache_send
         from .grants import GrantCore
         self.gnttab = GrantCore(core)
         core.virq_hook = self._virq
@@ -82,14 +86,39 @@ class EventCore:
         if d is None or d.dying:
             return None
         if d.memory is None:   # dom0: host processes, ports go to their handles
-            return EvtchnDomain(domid, 1, UserPorts(self._deliver_dom0), privileged=True)
+            return EvtchnDomain(domid, 1, UserPorts(self._deliver_dom0, self.dom0_state),
+                                privileged=True)
         mem = d.memory
         shared = mem.xenheap_frame(SHARED_INFO_XENHEAP_INDEX) << PAGE_SHIFT
         delivery = TwoLevel(_SafeBits(mem), shared,
                             vcpu_info=lambda vcpu: self._vcpu_info(d, vcpu),
                             upcall=lambda vcpu: self._upcall(d, vcpu),
                             pollers=lambda port: self._wake_pollers(d, port))
-        return EvtchnDomain(domid, d.max_vcpus, delivery, privileged=d.privileged)
+        table = EvtchnDomain(domid, d.max_vcpus, delivery, privileged=d.privileged)
+        attach = getattr(d.machine, "set_evtchn_fast", None)
+        if attach is not None and self.dom0_state is not None:
+            table.fast = evtchn_fast.FastPorts(self.dom0_state)
+            attach(table.fast)
+        return table
+
+    # -- the fast path's cache ---------------------------------------------------
+    def cache_send(self, d: EvtchnDomain, port: int, rd: EvtchnDomain, r) -> None:
+        """After a send from guest port `port` reached dom0 port `r.port`:
+        let the engine answer the next ones itself, if dom0's end is a
+        handle that takes ports on its socket (not an eventfd)."""
+        if d.fast is None or rd.domid != 0 or d.fast.cached(port):
+            return
+        fd = getattr(r.owner, "fast_fd", lambda port: None)(r.port)
+        if fd is not None:
+            d.fast.cache(port, fd, r.port)
+
+    def forget_fd(self, fd: int) -> None:
+        """A dom0 handle's socket is closing: no cached send may write to
+        its number again (its ports were closed first; this is the backstop)."""
+        with self.evtchn.lock:
+            for t in self.evtchn.domains.values():
+                if t.fast is not None:
+                    t.fast.uncache_fd(fd)
 
     @staticmethod
     def _vcpu_info(d, vcpu: int) -> int | None:

@@ -124,6 +124,45 @@ class TwoLevel:
             self._mark_pending(vcpu, port)
 
 
+class PortFlags:
+    """Dom0's per-port device state: masked (reported, not yet unmasked)
+    and latched (an event came while masked). `evtchn_fast.Dom0PortState`
+    is the same in C, shared with the software CPU's fast path."""
+
+    def __init__(self):
+        self._masked: set[int] = set()
+        self._latched: set[int] = set()
+
+    def mark(self, port: int) -> bool:
+        if port in self._masked:
+            self._latched.add(port)
+            return False
+        self._masked.add(port)
+        return True
+
+    def unmask(self, port: int) -> bool:
+        if port not in self._masked:
+            return False
+        self._masked.discard(port)
+        if port in self._latched:
+            self._latched.discard(port)
+            return True
+        return False
+
+    def unmark(self, port: int) -> None:
+        self._masked.discard(port)
+
+    def clear(self, port: int) -> None:
+        self._latched.discard(port)
+        self._masked.discard(port)
+
+    def masked(self, port: int) -> bool:
+        return port in self._masked
+
+    def latched(self, port: int) -> bool:
+        return port in self._latched
+
+
 class UserPorts:
     """Dom0's ports as Linux's /dev/xen/evtchn presents them: an event
     queues the port to its reader and masks it; writing the port back
@@ -132,35 +171,27 @@ class UserPorts:
     that counts events rather than queueing ports (an eventfd) returns
     False from deliver: its port stays unmasked."""
 
-    def __init__(self, deliver: Callable[[int], None]):
+    def __init__(self, deliver: Callable[[int], None], flags: PortFlags | None = None):
         self.deliver = deliver
-        self.masked: set[int] = set()
-        self.latched: set[int] = set()
+        self.flags = PortFlags() if flags is None else flags
 
     def set_pending(self, vcpu: int, port: int) -> None:
-        if port in self.masked:
-            self.latched.add(port)
+        if not self.flags.mark(port):
             return
-        self.masked.add(port)
         if self.deliver(port) is False:
-            self.masked.discard(port)
+            self.flags.unmark(port)
 
     def clear_pending(self, port: int) -> None:
-        self.latched.discard(port)
-        self.masked.discard(port)
+        self.flags.clear(port)
 
     def is_pending(self, port: int) -> bool:
-        return port in self.latched
+        return self.flags.latched(port)
 
     def is_masked(self, port: int) -> bool:
-        return port in self.masked
+        return self.flags.masked(port)
 
     def unmask(self, vcpu: int, port: int) -> None:
-        if port not in self.masked:
-            return
-        self.masked.discard(port)
-        if port in self.latched:
-            self.latched.discard(port)
+        if self.flags.unmask(port):
             self.set_pending(vcpu, port)
 
 
@@ -192,6 +223,9 @@ class EvtchnDomain:
         self.chans: dict[int, Channel] = {0: Channel(0, ECS_RESERVED)}  # port 0 is never handed out
         self.valid = EVTCHNS_PER_BUCKET
         self.virqs: dict[tuple[int, int], int] = {}   # (vcpu, virq) -> port
+        # The fast path's cache of this domain's sends (evtchn_fast.FastPorts),
+        # emptied here whenever a cached channel changes; None: no fast path.
+        self.fast = None
 
     def port_is_valid(self, port: int) -> bool:
         return 0 <= port < self.valid and port <= self.max_port
@@ -233,6 +267,10 @@ class EventChannels:
         self.lock = threading.RLock()
         self.domains: dict[int, EvtchnDomain] = {}
         self.factory = factory    # makes the table of a domain seen for the first time
+        # Called (under the lock) after an interdomain send was delivered:
+        # (sender table, port, peer table, peer channel). The fast path's
+        # chance to cache the channel (events.EventCore.cache_send).
+        self.sent: Callable[[EvtchnDomain, int, EvtchnDomain, Channel], None] | None = None
 
     # -- domains -------------------------------------------------------------
     def add_domain(self, d: EvtchnDomain) -> EvtchnDomain:
@@ -335,11 +373,15 @@ class EventChannels:
         c = d.chan(port)
         if c.state in (ECS_FREE, ECS_RESERVED):
             raise XenError(EINVAL, f"port {port} is not bound")
+        if d.fast is not None:
+            d.fast.uncache(port)
         if c.state == ECS_VIRQ:
             d.virqs.pop((c.notify_vcpu, c.virq), None)
         elif c.state == ECS_INTERDOMAIN:
             rd = self.domains.get(c.remote_domid)
             if rd is not None:
+                if rd.fast is not None:
+                    rd.fast.uncache(c.remote_port)
                 r = rd.chans.get(c.remote_port)
                 if r is not None and r.state == ECS_INTERDOMAIN and r.remote_domid == d.domid:
                     r.state, r.remote_domid, r.remote_port = ECS_UNBOUND, d.domid, 0
@@ -359,6 +401,8 @@ class EventChannels:
                 r = rd.chans.get(c.remote_port) if rd is not None else None
                 if r is not None:
                     rd.delivery.set_pending(r.notify_vcpu, r.port)
+                    if self.sent is not None:
+                        self.sent(d, port, rd, r)
             elif c.state == ECS_IPI:
                 d.delivery.set_pending(c.notify_vcpu, port)
             elif c.state == ECS_UNBOUND:
@@ -462,4 +506,4 @@ class EventChannels:
             return None if c is None else c.owner
 
 
-__all__ = ["EventChannels", "EvtchnDomain", "TwoLevel", "UserPorts", "Channel"]
+__all__ = ["EventChannels", "EvtchnDomain", "TwoLevel", "UserPorts", "PortFlags", "Channel"]

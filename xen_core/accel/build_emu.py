@@ -62,6 +62,7 @@ void emu_request_stop(struct emu_vcpu *v);
 void emu_request_interrupt(struct emu_vcpu *v, int vector);
 void emu_kick(struct emu_vcpu *v);
 void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns);
+void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t);
 int emu_get_regs(struct emu_vcpu *v, uint64_t *regs);
 int emu_set_regs(struct emu_vcpu *v, const uint64_t *regs);
 int emu_get_sregs(struct emu_vcpu *v, uint64_t *sregs);
@@ -71,6 +72,19 @@ void emu_set_c_hypercalls(struct emu_vcpu *v, int on);
 void emu_set_async_irq(struct emu_vcpu *v, int on);
 uint64_t emu_counter(struct emu_vcpu *v, int which);
 double emu_bench_bare_loop(uint64_t iterations, int empty_block_hook);
+
+struct evf_dom0 { uint8_t state[4096]; uint64_t lost; };
+struct evf_table { struct evf_dom0 *dom0; uint32_t hypercall, send_op; uint8_t cached[4096]; int32_t fd[4096];
+                   uint32_t rport[4096]; uint64_t fast_sends; };
+int evf_dom0_mark(struct evf_dom0 *d, uint32_t port);
+int evf_dom0_unmask(struct evf_dom0 *d, uint32_t port);
+void evf_dom0_clear(struct evf_dom0 *d, uint32_t port, int bits);
+int evf_dom0_state(struct evf_dom0 *d, uint32_t port);
+int evf_write_port(struct evf_dom0 *d, int fd, uint32_t port);
+void evf_cache(struct evf_table *t, uint32_t port, int fd, uint32_t rport);
+void evf_uncache(struct evf_table *t, uint32_t port);
+void evf_uncache_fd(struct evf_table *t, int fd);
+int evf_send(struct evf_table *t, uint32_t port);
 
 extern "Python" int emu_py_exit(uint64_t token);
 """
@@ -83,7 +97,8 @@ ffibuilder.set_source(
     "xen_core.accel._emu_c",
     source,
     # setuptools wants source paths relative to the project (its cwd)
-    sources=[os.path.relpath(os.path.join(HERE, f)) for f in ("emu_x86.c", "emu_lapic.c")],
+    sources=[os.path.relpath(os.path.join(HERE, f))
+             for f in ("emu_x86.c", "emu_lapic.c", "evtchn_fast.c")],
     include_dirs=[HERE, UC_INC],
     library_dirs=[UC_LIB],
     extra_link_args=[os.path.join(UC_LIB, "libunicorn.so.2"),

@@ -118,6 +118,27 @@ static const int hc_regs[7] = {UC_X86_REG_RAX, UC_X86_REG_RDI, UC_X86_REG_RSI,
                                UC_X86_REG_RDX, UC_X86_REG_R10, UC_X86_REG_R8,
                                UC_X86_REG_R9};
 
+/* Hot hypercalls answered here when the Python core has cached what they
+ * need (evtchn_fast.h): EVTCHNOP_send to a port whose peer is a dom0
+ * evtchn handle. Anything else, or an argument the guest's page tables do
+ * not map, is Python's. True when answered. */
+static bool fast_hypercall(struct emu_vcpu *v, uc_engine *uc, const uint64_t *vals)
+{
+    struct evf_table *t = v->m->evtchn;
+    uint32_t port;
+    if (!t || (uint32_t)vals[0] != t->hypercall || (uint32_t)vals[1] != t->send_op ||
+        uc_vmem_read(uc, vals[2], UC_PROT_READ, &port, sizeof(port)) != UC_ERR_OK ||
+        evf_send(t, port) != 0)
+        return false;
+    v->counters[C_FAST_HYPERCALLS]++;
+    wreg(uc, UC_X86_REG_RAX, 0);
+    if (!v->async_irq && irq_pending(v) && (rreg(uc, UC_X86_REG_RFLAGS) & RFLAGS_IF)) {
+        v->reason = R_ASYNC; /* as after a Python hypercall: the delivery point */
+        uc_emu_stop(uc);
+    }
+    return true;
+}
+
 /* Hypercall: number in eax, arguments rdi rsi rdx r10 r8 r9, result in rax. */
 static void do_hypercall(struct emu_vcpu *v, uc_engine *uc)
 {
@@ -131,6 +152,8 @@ static void do_hypercall(struct emu_vcpu *v, uc_engine *uc)
         wreg(uc, UC_X86_REG_RAX, 0);
         return;
     }
+    if (fast_hypercall(v, uc, vals))
+        return;
     v->exit.kind = EMU_EXIT_HYPERCALL;
     v->exit.nr = vals[0] & 0xffffffffu;
     memcpy(v->exit.args, &vals[1], sizeof(v->exit.args));
@@ -692,6 +715,8 @@ void emu_kick(struct emu_vcpu *v)
 }
 
 void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns) { v->halt_wait_ns = ns; }
+
+void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t) { m->evtchn = t; }
 
 /* -------------------------------------------------------- registers */
 

@@ -72,6 +72,8 @@ void emu_request_stop(struct emu_vcpu *v);
 void emu_request_interrupt(struct emu_vcpu *v, int vector);
 void emu_kick(struct emu_vcpu *v);
 void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns);
+struct evf_table;
+void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t);
 int emu_get_regs(struct emu_vcpu *v, uint64_t *regs);
 int emu_set_regs(struct emu_vcpu *v, const uint64_t *regs);
 int emu_get_sregs(struct emu_vcpu *v, uint64_t *sregs);

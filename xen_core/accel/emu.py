@@ -227,7 +227,7 @@ class EmuVcpu:
     def counters(self) -> dict[str, int]:
         """Engine statistics (hypercalls, scanned blocks, wrmsr sites, ...)."""
         names = ("hypercalls", "blocks_scanned", "wrmsr_sites", "exceptions",
-                 "interrupts", "block_stops", "async_irq_stops")
+                 "interrupts", "block_stops", "async_irq_stops", "fast_hypercalls")
         return {n: lib.emu_counter(self._v, i) for i, n in enumerate(names)}
 
     def close(self) -> None:
@@ -254,6 +254,7 @@ class EmuMachine:
             raise MemoryError("emu machine")
         self._regions: dict[int, tuple[int, int, bool]] = {}   # gpa -> (size, host, ro)
         self._vcpus: dict[int, EmuVcpu] = {}
+        self._evtchn = None   # the event-channel fast-path table C points to
 
     def _check_range(self, gpa: int, size: int) -> None:
         if gpa % PAGE_SIZE or size % PAGE_SIZE or size <= 0:
@@ -286,6 +287,12 @@ class EmuMachine:
     def invalidate_code(self, gpa: int, size: int) -> None:
         for v in self._vcpus.values():
             lib.emu_invalidate(v._v, gpa, size)
+
+    def set_evtchn_fast(self, table) -> None:
+        """Answer EVTCHNOP_send in C from `table` (xen_core.evtchn_fast.FastPorts)."""
+        self._evtchn = table
+        if self._m is not None:
+            lib.emu_machine_set_evtchn(self._m, table.cdata if table is not None else ffi.NULL)
 
     def create_vcpu(self, vcpu_id: int) -> EmuVcpu:
         if vcpu_id in self._vcpus:

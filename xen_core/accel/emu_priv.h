@@ -18,6 +18,7 @@
 #include <unicorn/unicorn.h>
 
 #include "emu.h"
+#include "evtchn_fast.h"
 
 #define EMU_INTERNAL __attribute__((visibility("hidden")))
 
@@ -70,6 +71,7 @@ struct emu_machine {
     uint64_t next_ticket, serving;
     struct emu_vcpu *holder;
     int nwaiting;
+    struct evf_table *evtchn; /* sends answered in C (evtchn_fast.c), or NULL */
 };
 
 struct emu_vcpu {
@@ -109,7 +111,7 @@ struct emu_vcpu {
 };
 
 enum { C_HYPERCALLS, C_SCANS, C_SITES, C_EXCEPTIONS, C_IRQS, C_BLOCK_STOPS,
-       C_ASYNC_IRQ_STOPS };
+       C_ASYNC_IRQ_STOPS, C_FAST_HYPERCALLS };
 
 static void set_err(struct emu_vcpu *v, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

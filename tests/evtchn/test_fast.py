@@ -1,0 +1,213 @@
+"""The event-channel fast path (xen_core/evtchn_fast.py, accel/evtchn_fast.c):
+dom0's port state in C behaves as the Python one, the cache is filled only
+by a send the Python engine answered and emptied whenever either end
+changes, and every misuse still gets the slow path's errno."""
+import os
+import socket
+
+import pytest
+from hypothesis import given, strategies as st
+
+from xen_core import evtchn_fast
+from xen_core.abi import event_channel as e
+from xen_core.abi import xen as x
+from xen_core.evtchn import PortFlags
+
+pytestmark = pytest.mark.skipif(not evtchn_fast.available(),
+                                reason="xen_core.accel._emu_c not built (make venv)")
+
+PAGE = 4096
+BUF = 0x8000
+
+
+def _apply(flags, ops):
+    out = []
+    for op, port in ops:
+        if op == "mark":
+            out.append(flags.mark(port))
+        elif op == "unmask":
+            out.append(flags.unmask(port))
+        elif op == "unmark":
+            flags.unmark(port)
+        else:
+            flags.clear(port)
+        out.append((flags.masked(port), flags.latched(port)))
+    return out
+
+
+@given(st.lists(st.tuples(st.sampled_from(["mark", "unmask", "unmark", "clear"]),
+                          st.sampled_from([1, 2, 4095])), max_size=40))
+def test_dom0_state_in_c_is_the_python_one(ops):
+    assert _apply(evtchn_fast.Dom0PortState(), ops) == _apply(PortFlags(), ops)
+
+
+def test_dom0_state_device_semantics():
+    s = evtchn_fast.Dom0PortState()
+    assert s.mark(5) and s.masked(5) and not s.latched(5)
+    assert not s.mark(5) and s.latched(5)          # came while masked: latched
+    assert s.unmask(5) and not s.masked(5)         # delivered again by the caller
+    assert not s.unmask(5)                         # not masked: nothing
+    assert not s.mark(4096) and not s.masked(4096)  # beyond the 2-level limit: ignored
+
+
+def test_cached_send_writes_the_peer_port_once_until_unmask():
+    dom0 = evtchn_fast.Dom0PortState()
+    t = evtchn_fast.FastPorts(dom0)
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    try:
+        assert not t.send(3)                       # not cached: the slow path's
+        t.cache(3, a.fileno(), 7)
+        assert t.send(3) and b.recv(16) == (7).to_bytes(4, "little")
+        assert t.send(3) and t.fast_sends == 2
+        with pytest.raises(BlockingIOError):       # masked: latched, not written
+            b.recv(16)
+        assert dom0.latched(7) and dom0.unmask(7)
+        t.uncache(3)
+        assert not t.send(3) and not t.cached(3)
+        t.cache(3, a.fileno(), 7)
+        t.uncache_fd(a.fileno())
+        assert not t.cached(3)
+        assert not t.send(1 << 20) and not t.send(4096)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_full_handle_socket_loses_the_event_never_blocks():
+    dom0 = evtchn_fast.Dom0PortState()
+    t = evtchn_fast.FastPorts(dom0)
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        while True:                                # fill the socket
+            try:
+                a.send(bytes(4096))
+            except BlockingIOError:
+                break
+        t.cache(3, a.fileno(), 7)
+        assert t.send(3)                           # returns at once
+        assert dom0.lost >= 1
+    finally:
+        a.close()
+        b.close()
+
+
+# -- against a real core (emu engine, the guest's vCPU not started) -------------
+
+@pytest.fixture
+def world():
+    from tests.core.conftest import engine_or_skip
+    from xen_core import events
+    from xen_core.dom0_ops import EvtchnHandle
+    from xen_core.hypervisor import Hypervisor
+    from xen_core.memory import CR0_PE, PagingState
+    core = Hypervisor(engine_or_skip("emu"))
+    d = core.create_domain(max_vcpus=1, max_memory=64 * PAGE)
+    d.memory.populate(range(64))
+    d.vcpus[0].paging_state = lambda: PagingState(cr0=CR0_PE, cr3=0, cr4=0, efer=0)
+    ec = events.of(core)
+    h = EvtchnHandle(core, 1)
+    h.peer.setblocking(False)
+    yield core, d, ec, h
+    h.close()
+    core.close()
+
+
+def guest_op(d, cmd, body: bytes):
+    from xen_core.hypercalls import dispatch
+    d.memory.write_phys(BUF, body)
+    return dispatch(d.vcpus[0], x.HYPERVISOR_event_channel_op, (cmd, BUF))
+
+
+def guest_send(d, port):
+    return guest_op(d, e.EVTCHNOP_send, e.PORT.pack(port))
+
+
+def connect(d, ec, h, eventfd=False):
+    """A guest port unbound for dom0, bound by the handle: (guest port, dom0 port)."""
+    assert guest_op(d, e.EVTCHNOP_alloc_unbound, e.ALLOC_UNBOUND.pack(x.DOMID_SELF, 0, 0)) == 0
+    gport = e.ALLOC_UNBOUND.unpack(d.memory.read_phys(BUF, e.ALLOC_UNBOUND.size))[2]
+    lp, efd = h.bind(lambda o: ec.evtchn.bind_interdomain(0, d.domid, gport, owner=o), eventfd)
+    if efd is None:
+        assert read_ports(h) == [lp]               # Xen marks a fresh binding pending
+        ec.evtchn.unmask(0, lp)
+    return gport, lp, efd
+
+
+def read_ports(h):
+    try:
+        data = h.peer.recv(4096)
+    except BlockingIOError:
+        return []
+    return [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)]
+
+
+def test_first_send_is_answered_in_python_then_cached(world):
+    core, d, ec, h = world
+    gport, lp, _ = connect(d, ec, h)
+    fast = ec.evtchn.domains[d.domid].fast
+    assert not fast.cached(gport)
+    assert guest_send(d, gport) == 0 and read_ports(h) == [lp]
+    assert fast.cached(gport)
+    assert fast.send(gport) and read_ports(h) == []          # masked: latched
+    ec.evtchn.unmask(0, lp)                                  # the device's unmask
+    assert read_ports(h) == [lp]                             # ... fires it again
+    ec.evtchn.unmask(0, lp)
+    assert fast.send(gport) and read_ports(h) == [lp]
+
+
+def test_dom0_unbind_empties_the_cache_and_sends_are_dropped(world):
+    core, d, ec, h = world
+    gport, lp, _ = connect(d, ec, h)
+    fast = ec.evtchn.domains[d.domid].fast
+    assert guest_send(d, gport) == 0 and fast.cached(gport)
+    read_ports(h)
+    h.unbind(lp)
+    assert not fast.cached(gport) and not fast.send(gport)
+    assert guest_send(d, gport) == 0                         # unbound again: Xen drops it
+    assert read_ports(h) == []
+
+
+def test_send_after_guest_close_and_on_foreign_ports_is_einval(world):
+    core, d, ec, h = world
+    gport, lp, _ = connect(d, ec, h)
+    fast = ec.evtchn.domains[d.domid].fast
+    assert guest_send(d, gport) == 0 and fast.cached(gport)
+    assert guest_op(d, e.EVTCHNOP_close, e.PORT.pack(gport)) == 0
+    assert not fast.send(gport)
+    assert guest_send(d, gport) == -x.EINVAL                 # closed: as without the cache
+    assert guest_send(d, 4000) == -x.EINVAL                  # never bound (past the bucket)
+    assert guest_send(d, 5) == -x.EINVAL                     # free port in a valid bucket
+    assert guest_send(d, 1 << 20) == -x.EINVAL
+
+
+def test_eventfd_ports_are_never_cached(world):
+    core, d, ec, h = world
+    gport, lp, efd = connect(d, ec, h, eventfd=True)
+    fast = ec.evtchn.domains[d.domid].fast
+    os.eventfd_read(efd)                                     # the binding's own event
+    for _ in range(3):
+        assert guest_send(d, gport) == 0
+    assert not fast.cached(gport) and os.eventfd_read(efd) == 3
+
+
+def test_handle_close_and_domain_destroy_empty_the_cache(world):
+    core, d, ec, h = world
+    gport, lp, _ = connect(d, ec, h)
+    fast = ec.evtchn.domains[d.domid].fast
+    assert guest_send(d, gport) == 0 and fast.cached(gport)
+    h.close()
+    assert not fast.cached(gport)
+    assert guest_send(d, gport) == 0                         # unbound again
+    from xen_core.dom0_ops import EvtchnHandle
+    h2 = EvtchnHandle(core, 2)
+    h2.peer.setblocking(False)
+    try:
+        gport2, lp2, _ = connect(d, ec, h2)
+        assert guest_send(d, gport2) == 0 and fast.cached(gport2)
+        core.destroy_domain(d.domid)
+        assert not fast.cached(gport2)
+        assert d.domid not in ec.evtchn.domains
+    finally:
+        h2.close()
