@@ -132,6 +132,7 @@ class Gntdev:
             for fd in fds:
                 os.close(fd)
         self._chan_lock = threading.Lock()
+        self._lock = threading.RLock()     # the views and memories below
         self.buf = memoryview(self._buf_map)
         self.mappings: set[GrantMapping] = set()
         self._mems: dict[int, _DomainMemory] = {}               # serial -> memory
@@ -190,6 +191,10 @@ class Gntdev:
         """xengnttab_map_grant_refs, one entry at a time: [(domid, ref,
         readonly)] -> per entry (handle, 4 KiB memoryview) or a
         GrantStatusError (that entry only; the others stay mapped)."""
+        with self._lock:
+            return self._map_grant_refs(entries)
+
+    def _map_grant_refs(self, entries) -> list:
         entries = [(int(d), int(r), bool(ro)) for d, r, ro in entries]
         for d, r, _ in entries:
             if not (0 <= d < 1 << 16 and 0 <= r < 1 << 32):
@@ -224,6 +229,10 @@ class Gntdev:
     def unmap_grant_refs(self, handles) -> list[int]:
         """Drop the pages here, then the grants in the core: GNTST_* per
         handle (GNTST_bad_handle for one this handle does not hold)."""
+        with self._lock:
+            return self._unmap_grant_refs(handles)
+
+    def _unmap_grant_refs(self, handles) -> list[int]:
         handles = list(handles)
         for h in handles:
             held = self._held.pop(h, None)
@@ -298,15 +307,16 @@ class Gntdev:
             raise XenError(xenabi.EINVAL, "EINVAL", f"bad copy segment {seg!r}: {e}") from None
 
     def close(self) -> None:
-        for m in list(self.mappings):
-            m._release()
-        self.mappings.clear()
-        for _, view in self._held.values():
-            view.release()
-        self._held.clear()
-        for mem in self._mems.values():
-            mem.close()
-        self._mems.clear()
+        with self._lock:
+            for m in list(self.mappings):
+                m._release()
+            self.mappings.clear()
+            for _, view in self._held.values():
+                view.release()
+            self._held.clear()
+            for mem in self._mems.values():
+                mem.close()
+            self._mems.clear()
         self.buf.release()
         self._buf_map.close()
         self._chan.close()

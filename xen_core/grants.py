@@ -2,7 +2,9 @@
 frames of its memfd (xenheap indices 1..max_grant_frames, placed in the p2m
 by XENMEM_add_to_physmap at any gfn, RAM or not); entries are read and
 flag-updated there atomically; dom0 maps grants by receiving the granter's
-memfd and page offsets.
+memfd (once per gntdev handle) and page offsets; a guest maps a grant into
+its own p2m at host_addr, as Xen does for HVM/PVH guests (a foreign entry
+of GuestMemory, read-only in the engine for a read-only map).
 
 A granter destroyed while dom0 maps its pages: its table stays (dying) until
 the last unmap, and the pages stay with dom0's mappings of the memfd (the

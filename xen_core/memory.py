@@ -6,6 +6,9 @@ on the domain's behalf (shared info, later grant-table frames), never counted.
 The memfd is mapped once, MAP_SHARED, in this process; the engine receives host
 addresses inside that mapping for every contiguous run of the p2m, and dom0
 processes receive the fd itself and map frames at `frame * PAGE_SIZE`.
+A gfn may instead hold another domain's frame (a grant the guest mapped:
+`foreign`); the engine then maps the granter's pages there, and the
+granter's mapping stays until the last such gfn is unmapped.
 """
 from __future__ import annotations
 
