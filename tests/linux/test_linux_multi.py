@@ -92,8 +92,22 @@ def test_each_pattern_lands_in_its_own_image_only(three):
         assert pattern(i).decode().strip() in out, out
 
 
+def _open_files(pid: int) -> set[str]:
+    out = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
 def test_xl_shutdown_all_and_nothing_left(three):
-    d, _ = three
+    d, disks = three
     wait_for(lambda: _all_at_shell(d), "three /init shells", BOOT_WAIT)
     domids = [d.domains()[n][0] for n in NAMES]
     d.xl("shutdown", "-a", "-w", timeout=BOOT_WAIT)
@@ -111,3 +125,8 @@ def test_xl_shutdown_all_and_nothing_left(three):
     assert not set(homes) & {str(x) for x in domids}, homes
     assert not set(xs_list(d, "/libxl") or []) & {str(x) for x in domids}
     assert (xs_list(d, "/vm") or []) == []
+    # The block backend let go of every image (its vbds were torn down).
+    backendd = d.pid("xen-backendd")
+    assert backendd and os.path.exists(f"/proc/{backendd}"), "xen-backendd not running"
+    wait_for(lambda: not _open_files(backendd) & {os.path.realpath(p) for p in disks},
+             "xen-backendd closing the images", BOOT_WAIT)
