@@ -117,8 +117,12 @@ class GrantCore:
             if not t.grow(idx + 1):
                 return -x.EINVAL
         frame = d.memory.xenheap_frame(GRANT_XENHEAP_BASE + idx)
-        with d.quiesced():
-            d.memory.place_xen_frame(gpfn, frame)
+        try:
+            with d.quiesced():
+                d.memory.place_xen_frame(gpfn, frame)
+        except GrantOverlap as e:        # p2m_add_page over a grant entry crashes it
+            d.crash(f"add_to_physmap grant frame {idx}: {e}")
+            return -x.EINVAL
         return 0
 
     # -- a guest's own map/unmap (create/replace_grant_p2m_mapping) ----------------

@@ -259,8 +259,10 @@ class GuestMemory:
     def place_xen_frame(self, gfn: int, frame: int) -> None:
         """Put a Xen-owned frame at gfn (add_to_physmap): whatever was at gfn
         is removed (a RAM page is freed, as Xen does) and the frame leaves any
-        gfn it was mapped at before."""
+        gfn it was mapped at before. Over a grant mapping: GrantOverlap."""
         with self.lock:
+            if gfn in self.foreign:
+                raise GrantOverlap(f"gfn {gfn:#x} holds a grant mapping")
             old_gfns = [g for g, f in self.p2m.items() if f == frame and g != gfn]
             for g in old_gfns:
                 del self.p2m[g]

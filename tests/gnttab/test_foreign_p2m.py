@@ -53,6 +53,8 @@ def test_map_foreign_replaces_the_gfn_in_engine_and_walks(pair):
     assert 2 not in b.p2m and b.tot_pages == 4        # the RAM page stays the domain's
     with pytest.raises(GrantOverlap):
         b.map_foreign(2, a, a.frame_of(0), readonly=False)
+    with pytest.raises(GrantOverlap):                # nor a Xen page over it
+        b.place_xen_frame(2, b.xenheap_frame(0))
     assert b.unmap_foreign(2, a, a.frame_of(1))
     assert not b.unmap_foreign(2, a, a.frame_of(1))
     with pytest.raises(GuestFault):                  # the gfn is empty now
