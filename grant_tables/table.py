@@ -32,11 +32,13 @@ class Entries(Protocol):
 
 @dataclass
 class Active:
-    """struct active_grant_entry: who pinned the entry, how, and its frame."""
+    """struct active_grant_entry: who pinned the entry, how, and its frame
+    (resolved once, at the first pin: later pins use the same page)."""
     domid: int
     gfn: int
     readers: int = 0
     writers: int = 0
+    frame: object = None
 
     @property
     def pin(self) -> int:
@@ -100,11 +102,18 @@ class GrantTables:
     """Every domain's grant table, under one lock (Xen takes the granter's
     table lock and the mapper's maptrack lock)."""
 
-    def __init__(self, resolve: Callable[[int, int], object | None]):
-        # resolve(domid, gfn) -> the granter's frame (opaque), None if absent
+    def __init__(self, resolve: Callable[[int, int], object | None],
+                 hold: Callable[[object], None] | None = None,
+                 unhold: Callable[[object], None] | None = None):
+        # resolve(domid, gfn) -> the granter's frame (opaque), None if absent;
+        # hold/unhold(frame): a page reference for as long as an active
+        # entry pins the frame (the page outlives its gfn meanwhile, as Xen's
+        # get_page/put_page keep it).
         self.lock = threading.RLock()
         self.tables: dict[int, GrantTable] = {}
         self.resolve = resolve
+        self.hold = hold
+        self.unhold = unhold
 
     def add(self, t: GrantTable) -> GrantTable:
         with self.lock:
@@ -144,6 +153,8 @@ class GrantTables:
             act.readers -= 1
         else:
             act.writers -= 1
+        if act.pin == 0 and act.frame is not None and self.unhold is not None:
+            self.unhold(act.frame)
         if rt.dying:
             if act.pin == 0:
                 del rt.active[ref]
@@ -163,15 +174,17 @@ class GrantTables:
             raise GrantError(g.GNTST_general_error, f"ref {ref} pinned by d{act.domid}")
         if act is None or (not readonly and act.writers == 0):
             self._set_status(rt, ref, act, readonly, ldomid)
-        fresh = act is None
-        if fresh:
+        if act is None:
             act = Active(ldomid, rt.entries.read(ref)[2])
+            act.frame = self.resolve(rt.domid, act.gfn)
             rt.active[ref] = act
+            if act.frame is not None and self.hold is not None:
+                self.hold(act.frame)
         if readonly:
             act.readers += 1
         else:
             act.writers += 1
-        if self.resolve(rt.domid, act.gfn) is None:
+        if act.frame is None:
             self._unpin(rt, ref, act, readonly)
             raise GrantError(g.GNTST_bad_page, f"ref {ref}: gfn {act.gfn:#x} not present")
         return act
@@ -194,7 +207,7 @@ class GrantTables:
             readonly = bool(flags & g.GNTMAP_readonly)
             act = self._pin(rt, ref, ldomid, readonly)
             lt.maptrack[handle] = Mapping(rdomid, ref, flags, act.gfn)
-            return handle, self.resolve(rdomid, act.gfn)
+            return handle, act.frame
 
     def unmap(self, ldomid: int, handle: int) -> Mapping:
         with self.lock:
@@ -217,7 +230,7 @@ class GrantTables:
             if rt is None or rt.dying:
                 raise GrantError(g.GNTST_bad_domain, f"no domain {rdomid}")
             act = self._pin(rt, ref, ldomid, readonly)
-            return self.resolve(rdomid, act.gfn)
+            return act.frame
 
     def release(self, rdomid: int, ref: int, readonly: bool) -> None:
         with self.lock:

@@ -61,7 +61,8 @@ class FrameEntries:
 class GrantCore:
     def __init__(self, core):
         self.core = core
-        self.tables = GrantTables(self._resolve)
+        self.tables = GrantTables(self._resolve, hold=lambda f: f[0].get_page(f[1]),
+                                  unhold=lambda f: f[0].put_page(f[1]))
         # A guest's own grant maps in its p2m: (domid, handle) -> (gfn,
         # granter's memory, frame), for unmap_grant_ref's host_addr check.
         self.host_maps: dict[tuple[int, int], tuple[int, object, int]] = {}

@@ -102,6 +102,8 @@ class GuestMemory:
         self.foreign: dict[int, tuple["GuestMemory", int, bool]] = {}
         self._holds = 0          # this memory's frames mapped into other domains
         self.unsynced = (0, 0)
+        self._page_refs: dict[int, int] = {}   # frame -> get_page count
+        self._zombies: set[int] = set()        # left the p2m while referenced
         self.lock = threading.RLock()
         self.closed = False
 
@@ -179,11 +181,31 @@ class GuestMemory:
         return None
 
     def _release(self, frame: int) -> None:
+        """Free a frame that left the p2m; one a grant pins is freed at its
+        last put_page (the mapper keeps the page, not whatever comes next)."""
+        if frame in self._page_refs:
+            self._zombies.add(frame)
+            return
         # Xen scrubs freed pages; MADV_REMOVE punches the hole (zero, no RAM).
         self.mm.madvise(mmap.MADV_REMOVE, frame << PAGE_SHIFT, PAGE_SIZE)
         if frame < self.ram_frames:
             self._free_ram.append(frame)
             self.tot_pages -= 1
+
+    def get_page(self, frame: int) -> None:
+        """A reference that keeps `frame` from being freed (a grant's pin)."""
+        with self.lock:
+            self._page_refs[frame] = self._page_refs.get(frame, 0) + 1
+
+    def put_page(self, frame: int) -> None:
+        with self.lock:
+            n = self._page_refs.pop(frame) - 1
+            if n:
+                self._page_refs[frame] = n
+            elif frame in self._zombies:
+                self._zombies.discard(frame)
+                if not self.mm.closed:
+                    self._release(frame)
 
     def populate(self, gfns) -> int:
         """Back each absent gfn with a fresh zeroed RAM frame (present ones are

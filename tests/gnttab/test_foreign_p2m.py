@@ -115,3 +115,19 @@ def test_engine_refusal_restores_the_gfn(pair):
     pages = {g + i * PAGE: h + i * PAGE for g, (n, h, ro) in eb.slots.items() if not ro
              for i in range(n // PAGE)}
     assert pages == {i * PAGE: b.host_base + i * PAGE for i in range(4)}   # as before
+
+
+def test_a_referenced_frame_outlives_its_gfn(pair):
+    """decrease_reservation of a granted, mapped page: the frame stays with
+    the mapper until the grant's last unpin (Xen's page reference)."""
+    a, _, _ = pair
+    frame = a.frame_of(1)
+    a.get_page(frame)
+    assert a.remove(1)
+    assert a.tot_pages == 4 and frame not in a._free_ram
+    assert bytes(a.mm[frame * PAGE:frame * PAGE + 12]) == b"granted page"
+    assert a.populate([1]) == 0                      # not handed out again
+    a.put_page(frame)
+    assert frame in a._free_ram and a.tot_pages == 3
+    assert bytes(a.mm[frame * PAGE:frame * PAGE + 12]) == bytes(12)   # scrubbed
+    assert a.populate([1]) == 1 and a.frame_of(1) == frame

@@ -191,3 +191,23 @@ def test_copy_many_reuses_a_pin_per_side_and_drops_all(gt):
     assert PAGES[(2, 8)][:4] == b"wxyz"
     assert not t.table(1).active
     assert e1.flags(8) == e1.flags(10) == g.GTF_permit_access
+
+
+def test_active_entry_holds_its_frame_once(gt):
+    """The first pin resolves and holds the frame, later pins reuse it (even
+    if the granter's gfn changed meanwhile), the last unpin lets it go."""
+    t, e1, _ = gt
+    held = []
+    t.hold, t.unhold = held.append, held.remove
+    e1.set(8, g.GTF_permit_access, 0, 3)
+    h1, f1 = t.map(0, 1, 8, g.GNTMAP_host_map)
+    e1.set(8, g.GTF_permit_access | g.GTF_reading | g.GTF_writing, 0, 4)   # gfn rewritten
+    h2, f2 = t.map(0, 1, 8, g.GNTMAP_host_map | g.GNTMAP_readonly)
+    assert f1 is f2 is PAGES[(1, 3)] and held == [f1]
+    t.unmap(0, h1)
+    assert held == [f1]
+    t.unmap(0, h2)
+    assert held == []
+    e1.set(9, g.GTF_permit_access, 0, 99)                     # no such gfn
+    assert status(t.map, 0, 1, 9, g.GNTMAP_host_map) == g.GNTST_bad_page
+    assert held == [] and not t.table(1).active
