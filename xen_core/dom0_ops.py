@@ -26,7 +26,7 @@ from .abi import grant_table as g
 from .abi import privif as pv
 from .abi import xen as x
 from .abi.layout import PAGE_SHIFT
-from .memory import GuestMemory
+from .memory import GuestFault, GuestMemory
 from .vcpu import XenError
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,11 @@ class GntdevHandle:
                     break
                 fds = []
                 try:
-                    rep, fds = self._request(req)
+                    try:
+                        rep, fds = self._request(req)
+                    except Exception:   # a bug of ours: this request fails, the handle lives
+                        log.exception("gntdev handle %d: request failed", self.id)
+                        rep = pv.GNTDEV_REP.pack(-x.EINVAL, 0)
                     anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
                     sock.sendmsg([rep], anc)
                 finally:
@@ -273,6 +277,9 @@ class GntdevHandle:
                     h, (mem, frame) = tables.map(0, domid, ref, flags)
                 except GrantError as e:
                     out.append([e.status])
+                    continue
+                except GuestFault:          # the granter's memory went meanwhile
+                    out.append([g.GNTST_general_error])
                     continue
                 status = self._pass_memory(mem, serials, fds)
                 if status != g.GNTST_okay:
