@@ -60,6 +60,13 @@ class SharedBits(Protocol):
     def set_byte(self, offset: int, value: int) -> int: ...
 
 
+# SharedBits may also offer set_pending_2l(pending_word, mask_word,
+# vcpu_info or None, port) doing TwoLevel.set_pending's bit steps at once;
+# it answers these flags.
+SET_PENDING_NEW = 1      # the port became pending: wake pollers
+SET_PENDING_UPCALL = 2   # evtchn_upcall_pending went 0 -> 1: the upcall
+
+
 class TwoLevel:
     """The 2-level ABI in shared info: evtchn_pending[], evtchn_mask[], per
     vCPU evtchn_pending_sel and evtchn_upcall_pending (evtchn_2l.c).
@@ -99,6 +106,14 @@ class TwoLevel:
     def set_pending(self, vcpu: int, port: int) -> None:
         # Strict order as in evtchn_2l_set_pending: pending, then mask, then sel.
         word, bit = self._word(port)
+        combined = getattr(self.bits, "set_pending_2l", None)
+        if combined is not None:   # the same four steps in one call (SharedBits2L)
+            r = combined(self.pending + word, self.mask + word, self.vcpu_info(vcpu), port)
+            if r & SET_PENDING_UPCALL:
+                self.upcall(vcpu)
+            if r & SET_PENDING_NEW:
+                self.pollers(port)
+            return
         if self.bits.test_and_set_bit(self.pending + word, bit):
             return
         if not self.bits.test_bit(self.mask + word, bit):

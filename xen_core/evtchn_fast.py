@@ -97,3 +97,9 @@ class FastPorts:
     @property
     def fast_sends(self) -> int:
         return self.cdata.fast_sends
+
+
+def set_pending_2l(pending: int, mask: int, sel: int, upcall: int, port: int) -> int:
+    """Xen's 2-level set_pending on host addresses (sel/upcall 0: no
+    vcpu_info); xen_core.evtchn.SET_PENDING_* flags."""
+    return lib.evf_2l_set_pending(pending, mask, sel, upcall, port)

@@ -211,3 +211,41 @@ def test_handle_close_and_domain_destroy_empty_the_cache(world):
         assert d.domid not in ec.evtchn.domains
     finally:
         h2.close()
+
+
+@given(st.lists(st.tuples(st.sampled_from(["send", "mask", "unmask", "ack"]),
+                          st.sampled_from([1, 63, 64, 130, 4095])), max_size=30),
+       st.booleans())
+def test_2l_set_pending_in_one_call_is_the_four_steps(ops, has_info):
+    """TwoLevel over SharedBits with and without set_pending_2l: same bits,
+    same upcalls, same pollers."""
+    from xen_core.abi import shared_info as si
+    from xen_core.evtchn import TwoLevel
+    from tests.evtchn.test_engine import Bits
+
+    class Combined(Bits):
+        def set_pending_2l(self, pending, mask, info, port):
+            base = int(evtchn_fast.ffi.cast("uintptr_t", evtchn_fast.ffi.from_buffer(self.mem)))
+            sel = 0 if info is None else base + info + si.VCPU_INFO_PENDING_SEL
+            up = 0 if info is None else base + info + si.VCPU_INFO_UPCALL_PENDING
+            return evtchn_fast.set_pending_2l(base + pending, base + mask, sel, up, port)
+
+    results = []
+    for bits in (Bits(), Combined()):
+        calls = []
+        two = TwoLevel(bits, 0, lambda v: 0 if has_info else None,
+                       lambda v: calls.append(("upcall", v)), lambda p: calls.append(("poll", p)))
+        for op, port in ops:
+            word, bit = 8 * (port // 64), port % 64
+            if op == "send":
+                two.set_pending(0, port)
+            elif op == "mask":
+                bits.test_and_set_bit(si.SHARED_INFO_EVTCHN_MASK + word, bit)
+            elif op == "unmask":
+                two.unmask(0, port)
+            else:   # the guest's upcall handler: clear upcall_pending, sel, the bit
+                bits.set_byte(si.VCPU_INFO_UPCALL_PENDING, 0)
+                bits.mem[si.VCPU_INFO_PENDING_SEL:si.VCPU_INFO_PENDING_SEL + 8] = bytes(8)
+                bits.test_and_clear_bit(si.SHARED_INFO_EVTCHN_PENDING + word, bit)
+        results.append((bytes(bits.mem), calls))
+    assert results[0] == results[1]

@@ -85,6 +85,10 @@ void evf_cache(struct evf_table *t, uint32_t port, int fd, uint32_t rport);
 void evf_uncache(struct evf_table *t, uint32_t port);
 void evf_uncache_fd(struct evf_table *t, int fd);
 int evf_send(struct evf_table *t, uint32_t port);
+#define EVF_2L_NEW 1
+#define EVF_2L_UPCALL 2
+int evf_2l_set_pending(uint64_t pending, uint64_t mask, uint64_t sel, uint64_t upcall,
+                       uint32_t port);
 
 extern "Python" int emu_py_exit(uint64_t token);
 """

@@ -135,3 +135,27 @@ int evf_send(struct evf_table *t, uint32_t port)
     pthread_mutex_unlock(&evf_lock);
     return 0;
 }
+
+/* evtchn_2l_set_pending + the start of vcpu_mark_events_pending on host
+ * addresses inside a guest's shared info and vcpu_info, in Xen's order:
+ * pending bit, mask bit, evtchn_pending_sel bit, evtchn_upcall_pending.
+ * One call instead of four atomics from Python. `sel`/`upcall` NULL: the
+ * vCPU has no vcpu_info yet (bitmap only). Returns EVF_2L_NEW when the port
+ * became pending (wake pollers) | EVF_2L_UPCALL when evtchn_upcall_pending
+ * went 0 -> 1 (inject the callback vector, kick). */
+int evf_2l_set_pending(uint64_t pending, uint64_t mask, uint64_t sel, uint64_t upcall,
+                       uint32_t port)
+{
+    uint64_t bit = 1ull << (port % 64), selbit = 1ull << ((port / 64) % 64);
+    if (__atomic_fetch_or((uint64_t *)(uintptr_t)pending, bit, __ATOMIC_SEQ_CST) & bit)
+        return 0;
+    if (__atomic_load_n((uint64_t *)(uintptr_t)mask, __ATOMIC_SEQ_CST) & bit)
+        return EVF_2L_NEW;
+    if (!sel || !upcall)
+        return EVF_2L_NEW;
+    if (__atomic_fetch_or((uint64_t *)(uintptr_t)sel, selbit, __ATOMIC_SEQ_CST) & selbit)
+        return EVF_2L_NEW;
+    if (__atomic_exchange_n((uint8_t *)(uintptr_t)upcall, 1, __ATOMIC_SEQ_CST))
+        return EVF_2L_NEW;
+    return EVF_2L_NEW | EVF_2L_UPCALL;
+}

@@ -45,4 +45,9 @@ void evf_uncache(struct evf_table *t, uint32_t port);
 void evf_uncache_fd(struct evf_table *t, int fd);
 int evf_send(struct evf_table *t, uint32_t port);
 
+#define EVF_2L_NEW 1
+#define EVF_2L_UPCALL 2
+int evf_2l_set_pending(uint64_t pending, uint64_t mask, uint64_t sel, uint64_t upcall,
+                       uint32_t port);
+
 #endif
