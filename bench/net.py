@@ -41,8 +41,10 @@ def guest_stream(frames: int, size: int) -> tuple[float, float, int]:
                XENSTORED_PATH=os.path.join(rdir, "xenstored", "socket"), PYTHONPATH=ROOT)
 
     def xl(*args):
-        subprocess.run([sys.executable, "-m", "toolstack.xl", *args], env=env, cwd=ROOT,
-                       check=True, capture_output=True)
+        r = subprocess.run([sys.executable, "-m", "toolstack.xl", *args], env=env, cwd=ROOT,
+                           capture_output=True, text=True)
+        if r.returncode:
+            raise SystemExit(f"xl {args[0]} failed:\n{r.stderr}")
     try:
         xl("create", CFG, f'kernel="{NET_TEST}"', 'name="rx"', 'cmdline="ip=10.0.0.1"',
            "vif=['bridge=benchsw']")

@@ -159,12 +159,14 @@ class NetBackend:
     def process_rx(self) -> bool:
         """Copy queued frames into posted rx buffers (one grant-copy call
         for all of them; one by one if a buffer's grant is bad); returns
-        notify. A frame waits until the frontend has posted enough buffers."""
+        notify. A frame waits until the frontend has posted enough buffers;
+        the frontend is then asked to kick us when it posts the next one
+        (xenvif_rx_ring_slots_available), so the wait ends without polling."""
         plan = []                       # (rid, gref, chunk, flags)
         while self.rx_queue:
             frame = self.rx_queue[0]
             need = max(1, (len(frame) + PAGE_SIZE - 1) // PAGE_SIZE)
-            if self.rx.unconsumed_requests() < need:
+            if not self.rx.requests_available(need):
                 break
             self.rx_queue.popleft()
             for i in range(need):

@@ -187,3 +187,16 @@ class BackRing:
         self.sring.req_event = self.req_cons + 1
         mb()
         return self.unconsumed_requests() > 0
+
+    def requests_available(self, needed: int) -> bool:
+        """At least `needed` unconsumed requests; if not, ask the frontend
+        to notify on its next one (req_event = req_prod + 1) and look again,
+        as netback does before it sleeps waiting for rx buffers."""
+        while True:
+            prod = self.sring.req_prod
+            if self.unconsumed_requests() >= needed:
+                return True
+            self.sring.req_event = prod + 1
+            mb()
+            if self.sring.req_prod == prod:
+                return False

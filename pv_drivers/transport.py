@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from .grants import GrantError, check_span
+from .grants import PAGE_SIZE, GrantError, check_span
 
 log = logging.getLogger("xen-backendd")
 
@@ -62,44 +62,46 @@ class XenQueue:
 
     def copy_from_many(self, segs) -> list[bytes]:
         out = []
-        for batch in self._batches(segs, lambda s: s[2]):
-            ops, pos = [], 0
-            for gref, offset, length in batch:
+        for batch, places in self._batches(segs, lambda s: s[2]):
+            ops = []
+            for (gref, offset, length), pos in zip(batch, places):
                 check_span(offset, length)
                 ops.append({"source": {"ref": gref, "domid": self.domid, "offset": offset},
                             "dest": {"buf": pos}, "len": length})
-                pos += length
             self._check(self.gd.copy(ops), batch)
-            pos = 0
-            for _, _, length in batch:
-                out.append(bytes(self.gd.buf[pos:pos + length]))
-                pos += length
+            out += [bytes(self.gd.buf[pos:pos + length])
+                    for (_, _, length), pos in zip(batch, places)]
         return out
 
     def copy_to_many(self, segs) -> None:
-        for batch in self._batches(segs, lambda s: len(s[2])):
-            ops, pos = [], 0
-            for gref, offset, data in batch:
+        for batch, places in self._batches(segs, lambda s: len(s[2])):
+            ops = []
+            for (gref, offset, data), pos in zip(batch, places):
                 check_span(offset, len(data))
                 self.gd.buf[pos:pos + len(data)] = data
                 ops.append({"source": {"buf": pos},
                             "dest": {"ref": gref, "domid": self.domid, "offset": offset},
                             "len": len(data)})
-                pos += len(data)
             self._check(self.gd.copy(ops), batch)
 
     def _batches(self, segs, size):
-        """Runs of segments that fit the bounce buffer together."""
-        batch, used = [], 0
+        """Runs of segments that fit the bounce buffer together, with each
+        one's place in it. A grant copy segment may not cross a page on
+        either side, so a segment that would straddle a page of the bounce
+        buffer starts on the next one."""
+        batch, places, pos = [], [], 0
         for seg in segs:
             n = size(seg)
-            if batch and used + n > self.gd.buf_size:
-                yield batch
-                batch, used = [], 0
+            if pos % PAGE_SIZE + n > PAGE_SIZE:
+                pos = (pos + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
+            if batch and pos + n > self.gd.buf_size:
+                yield batch, places
+                batch, places, pos = [], [], 0
             batch.append(seg)
-            used += n
+            places.append(pos)
+            pos += n
         if batch:
-            yield batch
+            yield batch, places
 
     def map_grants(self, grefs: list[int]) -> list[memoryview]:
         """Map writable, in one gntdev call per MAP_CHUNK grefs; all or none."""

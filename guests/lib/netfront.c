@@ -70,6 +70,18 @@ static int hexval(char c)
            c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
+#define RX_PUSH_BATCH 16
+
+/* Sleep until the port fires (or the deadline), counted for the reports. */
+static void wait_event(struct netfront *nf, unsigned long seen, uint64_t deadline_ns)
+{
+    uint64_t t0 = now_ns();
+
+    nf->waits++;
+    evtchn_wait(nf->port, seen, deadline_ns);
+    nf->wait_ns += now_ns() - t0;
+}
+
 static void push_rx(struct netfront *nf)
 {
     uint32_t old = HDR(rx_ring)->req_prod, new = nf->rx_prod_pvt;
@@ -77,7 +89,7 @@ static void push_rx(struct netfront *nf)
     HDR(rx_ring)->req_prod = new;
     mb();
     if ((uint32_t)(new - HDR(rx_ring)->req_event) < (uint32_t)(new - old))
-        evtchn_send(nf->port);
+        { nf->kicks++; evtchn_send(nf->port); }
 }
 
 static void post_rx(struct netfront *nf, uint16_t id)
@@ -177,7 +189,7 @@ long netfront_send(struct netfront *nf, const void *frame, unsigned int len)
                 continue;
             if (now_ns() > deadline)
                 return -XEN_ETIMEDOUT;
-            evtchn_wait(nf->port, seen, now_ns() + 10000000UL);
+            wait_event(nf, seen, now_ns() + 10000000UL);
         }
     }
     memcpy(tx_bufs[id], frame, len);
@@ -194,7 +206,7 @@ long netfront_send(struct netfront *nf, const void *frame, unsigned int len)
     HDR(tx_ring)->req_prod = new;
     mb();
     if ((uint32_t)(new - HDR(tx_ring)->req_event) < (uint32_t)(new - old))
-        evtchn_send(nf->port);
+        { nf->kicks++; evtchn_send(nf->port); }
     return 0;
 }
 
@@ -216,14 +228,19 @@ long netfront_recv(struct netfront *nf, void *buf, unsigned int size, uint64_t d
             } else {
                 n = -1;
             }
+            /* Refill at once but publish in batches (xennet_alloc_rx_buffers):
+             * one push, at most one kick, per RX_PUSH_BATCH buffers. */
             if (id < NETFRONT_RX_BUFS) {
                 post_rx(nf, id);
-                push_rx(nf);
+                if (nf->rx_prod_pvt - HDR(rx_ring)->req_prod >= RX_PUSH_BATCH)
+                    push_rx(nf);
             }
             if (n > 0)
                 return n;
             continue;
         }
+        if (nf->rx_prod_pvt != HDR(rx_ring)->req_prod)
+            push_rx(nf);                      /* nothing posted stays unseen */
         HDR(rx_ring)->rsp_event = nf->rx_cons + 1;
         HDR(tx_ring)->rsp_event = nf->tx_cons + 1;
         mb();
@@ -231,6 +248,6 @@ long netfront_recv(struct netfront *nf, void *buf, unsigned int size, uint64_t d
             continue;
         if (now_ns() >= deadline_ns)
             return 0;
-        evtchn_wait(nf->port, seen, deadline_ns);
+        wait_event(nf, seen, deadline_ns);
     }
 }

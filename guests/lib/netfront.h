@@ -18,6 +18,7 @@ struct netfront {
     uint8_t tx_busy[NETFRONT_TX_BUFS];
     uint32_t tx_prod_pvt, tx_cons, rx_prod_pvt, rx_cons;
     unsigned long tx_dropped;
+    unsigned long kicks, waits, wait_ns;      /* notifications sent, sleeps for one */
 };
 
 long netfront_init(struct netfront *nf, unsigned long devid);

@@ -120,6 +120,29 @@ def test_rx_copy_waits_for_buffers_and_splits_big_frames():
     assert bytes(pages[0][:4096]) + bytes(pages[1][:4096]) + bytes(pages[2][:808]) == big
 
 
+def test_rx_waiting_for_buffers_asks_for_a_kick():
+    """A frame that finds no buffer sets req_event so that the frontend's
+    next posted buffer notifies (xenvif_rx_ring_slots_available); while
+    buffers are there, the frontend posts without notifying."""
+    _, rxf, grants, back, _ = make()
+    post_rx(rxf, grants, 1)
+    assert back.process_rx() is False                     # nothing queued yet
+    back.receive(os.urandom(60))
+    back.receive(os.urandom(60))
+    back.process_rx()                                     # one buffer, two frames
+    assert rxf.sring.req_event == rxf.sring.req_prod + 1
+    rxf.put_request(netif.RX_REQUEST.pack(0, grants.grant()))
+    assert rxf.push_requests_and_check_notify()            # the kick we asked for
+    back.process_rx()
+    assert rx_responses(rxf) == [(0, 0, 0, 60), (0, 0, 0, 60)]
+    # Buffers to spare: posting more needs no kick.
+    post_rx(rxf, grants, 4)
+    back.receive(os.urandom(60))
+    back.process_rx()
+    rxf.put_request(netif.RX_REQUEST.pack(9, grants.grant()))
+    assert not rxf.push_requests_and_check_notify()
+
+
 def test_rx_without_sg_drops_big_frames_and_bad_buffers_error():
     _, rxf, grants, back, _ = make(sg=False)
     back.receive(os.urandom(5000))

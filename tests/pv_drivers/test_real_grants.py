@@ -33,6 +33,11 @@ def test_ring_and_grant_copies_through_gntdev(pc, events, tmp_path):  # noqa: F8
             BackRing(hostile).unconsumed_requests()
         hostile.release()
         assert q.copy_from_many([(ref, 0, 11), (ref, 12, 7)]) == [b"grant-share", b"pattern"]
+        # Segments that would straddle a page of the bounce buffer if packed
+        # back to back (a grant copy segment may not cross a page).
+        whole = bytes(page)
+        assert q.copy_from_many([(ref, 0, 3000), (ref, 1000, 3000), (ref, 96, 4000)]) == \
+            [whole[:3000], whole[1000:4000], whole[96:4096]]
         with pytest.raises(GrantError):
             q.copy_from_many([(ref, 0, 4), (ref + 100, 0, 4)])
         with pytest.raises(GrantError):
