@@ -35,7 +35,8 @@ from tests.linux.helpers import console_shell, linux_assets, make_disk  # noqa: 
 CONFIG = os.path.join(ROOT, "examples", "linux-pvh.cfg")
 BUSYBOX = os.path.join(ROOT, "guests", "build", "linux", "busybox", "bin", "busybox")
 NAME = "linux-io"
-WAIT = 1800
+WAIT = 1800        # boot and shutdown bounds
+CMD_WAIT = 600     # one command in the guest (a stalled one ends the run)
 _NET = f"10.214.{os.getpid() % 250}"
 HOST_IP, GUEST_IP = f"{_NET}.1", f"{_NET}.2"
 
@@ -49,7 +50,7 @@ PING_RX = re.compile(r"round-trip min/avg/max = ([\d.]+)/([\d.]+)/([\d.]+) ms")
 
 def guest_dd_mb_s(d, mb: int, dd_args: str, what: str) -> float:
     out = console_shell(d, NAME, f"a={NS}; dd {dd_args} 2>/dev/null && "
-                                 f"echo PYXEN-NS $(({NS} - a))", WAIT)
+                                 f"echo PYXEN-NS $(({NS} - a))", CMD_WAIT)
     m = NS_RX.search(out)
     if not m or int(m.group(1)) <= 0:
         raise SystemExit(f"{what}: no timing in {out[-500:]!r}")
@@ -131,7 +132,7 @@ def main():
             n = str(args.pings)
             for _ in range(args.runs):
                 rows["g2h"].append(ping_avg_ms(console_shell(
-                    d, NAME, f"ping -c {n} -i 0.2 {HOST_IP}", WAIT), "guest ping"))
+                    d, NAME, f"ping -c {n} -i 0.2 {HOST_IP}", CMD_WAIT), "guest ping"))
                 rows["h2g"].append(ping_avg_ms(host("ping", "-c", n, "-i", "0.2", GUEST_IP),
                                                "host -> guest ping"))
                 rows["lo"].append(ping_avg_ms(host("ping", "-c", n, "-i", "0.2", "127.0.0.1"),
