@@ -362,6 +362,9 @@ class Connection:
     def op_hvm_param_set(self, body):
         d = self._domu(body)
         rc = hvm_calls.set_param(d, _int(body, "index", hi=1 << 32), _int(body, "value"), False)
+        ec = getattr(self.core, "_event_core", None)
+        if ec is not None:   # the callback vector C deliveries use may have changed
+            ec.flush_guest(d.domid)
         if rc < 0:
             raise XenError(-rc)
         return {}, ()

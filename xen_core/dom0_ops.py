@@ -21,7 +21,7 @@ import socket
 import struct
 import threading
 
-from . import events
+from . import events, evtchn_fast
 from .abi import grant_table as g
 from .abi import privif as pv
 from .abi import xen as x
@@ -53,6 +53,9 @@ class EvtchnHandle:
         self.closed = False
         # The reader's own fd: a handle closed at once must not race its dup.
         rsock = self.sock.dup()
+        state = self.events.dom0_state
+        self.server = None if state is None else evtchn_fast.CommandServer(
+            state, rsock.fileno(), self.sock.fileno())
         threading.Thread(target=self._commands, args=(rsock,), daemon=True,
                          name=f"evtchn-h{hid}").start()
 
@@ -88,6 +91,9 @@ class EvtchnHandle:
         sock.setblocking(True)
         buf = b""
         try:
+            if self.server is not None:
+                self._serve(sock)
+                return
             while True:
                 data = sock.recv(4096)
                 if not data:
@@ -106,6 +112,22 @@ class EvtchnHandle:
         finally:
             sock.close()
             self.close()
+
+    def _serve(self, sock) -> None:
+        """The command stream served in C (evtchn_fast.CommandServer): Python
+        only for records it leaves (ports it does not know, first notifies
+        of a channel) and for waking vCPUs that wait in Python."""
+        srv = self.server
+        srv.rfd = sock.fileno()
+        while True:
+            work = srv.next()
+            if work is None:
+                return
+            if work[0] == "slow":
+                with self.ev.lock:
+                    self._command(work[1], work[2])
+            else:
+                self.events.fast_kick(*work[1:])
 
     def _command(self, cmd: int, port: int) -> None:
         if self.ev.owner_of(0, port) is not self:
@@ -134,6 +156,8 @@ class EvtchnHandle:
                     self._binding_efd = None
                 if efd is not None:
                     self.efds[port] = efd
+                elif self.server is not None:
+                    self.server.state.own(port, self.server.token)
         except BaseException:
             if efd is not None:
                 os.close(efd)
@@ -161,6 +185,8 @@ class EvtchnHandle:
                     pass
             efds, self.efds = list(self.efds.values()), {}
             self.events.forget_fd(self.sock.fileno())
+            if self.server is not None:   # C serves none of its records again
+                self.server.state.handle_gone(self.server.token)
         for efd in efds:
             os.close(efd)
         try:

@@ -20,13 +20,47 @@ from .abi import hvm as h
 from .abi import shared_info as si
 from .abi.layout import PAGE_SHIFT
 from . import evtchn_fast
-from .evtchn import EventChannels, EvtchnDomain, TwoLevel, UserPorts
+from .evtchn import (SET_PENDING_NEW, SET_PENDING_UPCALL, EventChannels, EvtchnDomain,
+                     TwoLevel, UserPorts)
 from .guest_atomic import MemfdAtomics
 from .memory import GuestFault, SHARED_INFO_XENHEAP_INDEX
 
 log = logging.getLogger(__name__)
 
 _attach_lock = threading.Lock()
+
+
+_flush_hooked = False
+_flush_lock = threading.Lock()
+
+
+def _hook_flushes() -> None:
+    """Hypercalls that may move what a C delivery into the guest uses (its
+    vcpu_info, callback vector, p2m) empty that cache when they return:
+    vcpu_op register_vcpu_info, hvm_op, memory_op. Once per process."""
+    global _flush_hooked
+    with _flush_lock:
+        if _flush_hooked:
+            return
+        _flush_hooked = True
+    from . import hypercalls
+    from .abi import vcpu as va
+    from .abi import xen as x
+
+    def flushing(handler, when):
+        def call(v, *args):
+            try:
+                return handler(v, *args)
+            finally:
+                ec = getattr(v.core, "_event_core", None)
+                if ec is not None and when(args):
+                    ec.flush_guest(v.domain.domid)
+        return call
+
+    for nr, when in ((x.HYPERVISOR_vcpu_op, lambda a: a and a[0] == va.VCPUOP_register_vcpu_info),
+                     (x.HYPERVISOR_hvm_op, lambda a: True),
+                     (x.HYPERVISOR_memory_op, lambda a: True)):
+        hypercalls.register(nr, flushing(hypercalls.HANDLERS[nr], when))
 
 
 def of(core) -> "EventCore":
@@ -90,6 +124,8 @@ class EventCore:
         # Dom0's port state in C when the fast path exists (shared with it).
         self.dom0_state = evtchn_fast.Dom0PortState() if evtchn_fast.available() else None
         self.evtchn.sent = self.cache_send
+        if self.dom0_state is not None:
+            _hook_flushes()
         from .grants import GrantCore
         self.gnttab = GrantCore(core)
         core.virq_hook = self._virq
@@ -102,8 +138,10 @@ class EventCore:
         if d is None or d.dying:
             return None
         if d.memory is None:   # dom0: host processes, ports go to their handles
-            return EvtchnDomain(domid, 1, UserPorts(self._deliver_dom0, self.dom0_state),
-                                privileged=True)
+            table = EvtchnDomain(domid, 1, UserPorts(self._deliver_dom0, self.dom0_state),
+                                 privileged=True)
+            table.fast = self.dom0_state   # its cached notifies
+            return table
         mem = d.memory
         shared = mem.xenheap_frame(SHARED_INFO_XENHEAP_INDEX) << PAGE_SHIFT
         delivery = TwoLevel(_SafeBits(mem), shared,
@@ -113,7 +151,10 @@ class EventCore:
         table = EvtchnDomain(domid, d.max_vcpus, delivery, privileged=d.privileged)
         attach = getattr(d.machine, "set_evtchn_fast", None)
         if attach is not None and self.dom0_state is not None:
-            table.fast = evtchn_fast.FastPorts(self.dom0_state)
+            base = mem.host_base + shared
+            table.fast = evtchn_fast.FastPorts(
+                self.dom0_state, domid, base + si.SHARED_INFO_EVTCHN_PENDING,
+                base + si.SHARED_INFO_EVTCHN_MASK)
             attach(table.fast)
         return table
 
@@ -122,18 +163,66 @@ class EventCore:
         """After a send from guest port `port` reached dom0 port `r.port`:
         let the engine answer the next ones itself, if dom0's end is a
         handle that takes ports on its socket (not an eventfd)."""
-        if d.fast is None or rd.domid != 0 or d.fast.cached(port):
+        if d.fast is None or rd.fast is None:
+            return
+        if d.domid == 0:
+            if rd.domid != 0:   # dom0 to dom0 stays Python's
+                self._cache_notify(port, rd, r)
+            return
+        if rd.domid != 0 or d.fast.cached(port):
             return
         fd = getattr(r.owner, "fast_fd", lambda port: None)(r.port)
         if fd is not None:
             d.fast.cache(port, fd, r.port)
 
+    def _cache_notify(self, port: int, rd: EvtchnDomain, r) -> None:
+        """After dom0 port `port` notified guest port `r.port`: let the
+        handle's command loop deliver the next ones in C, once it knows the
+        guest vCPU's vcpu_info, engine vCPU and callback vector."""
+        g = rd.fast
+        vcpu = r.notify_vcpu
+        if not g.is_ready(vcpu):
+            d = self.core.domains.get(rd.domid)
+            v = d.vcpu(vcpu) if d is not None and not d.dying else None
+            engine = getattr(v.engine, "_v", None) if v is not None else None
+            if engine is None or d.memory is None or d.memory.closed:
+                return
+            off = self._vcpu_info(d, vcpu)
+            if off is not None and not 0 <= off <= (d.memory.nr_frames << PAGE_SHIFT) - si.VCPU_INFO_SIZE:
+                return
+            via = d.hvm_params[h.HVM_PARAM_CALLBACK_IRQ]
+            vector = 0
+            if via >> h.HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT == h.HVM_PARAM_CALLBACK_TYPE_VECTOR:
+                vector = via & 0xFF if via & 0xFF >= 0x10 else 0
+            g.vcpu_ready(vcpu, 0 if off is None else d.memory.host_base + off, engine, vector)
+        if g.is_ready(vcpu) and not self.dom0_state.notify_cached(port):
+            self.dom0_state.cache_notify(port, g, r.port, vcpu)
+
+    def flush_guest(self, domid: int) -> None:
+        """A guest's vcpu_info, callback vector or p2m may have changed."""
+        t = self.evtchn.domains.get(domid)
+        if t is not None and domid != 0 and t.fast is not None:
+            t.fast.flush()
+
+    def fast_kick(self, domid: int, port: int, vcpu: int, flags: int) -> None:
+        """The rest of a delivery made in C while some vCPU of the guest was
+        in Python (blocked, polling): the Python half of _upcall, pollers."""
+        d = self.core.domains.get(domid)
+        if d is None or d.memory is None:
+            return
+        if flags & SET_PENDING_UPCALL:
+            v = d.vcpu(vcpu)
+            if v is not None:
+                v.kick()
+        if flags & SET_PENDING_NEW:
+            self._wake_pollers(d, port)
+
     def forget_fd(self, fd: int) -> None:
         """A dom0 handle's socket is closing: no cached send may write to
         its number again (its ports were closed first; this is the backstop)."""
         with self.evtchn.lock:
-            for t in self.evtchn.domains.values():
-                if t.fast is not None:
+            for domid, t in self.evtchn.domains.items():
+                if t.fast is not None and domid != 0:
                     t.fast.uncache_fd(fd)
 
     @staticmethod

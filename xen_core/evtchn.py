@@ -459,6 +459,9 @@ class EventChannels:
                 d.virqs[(vcpu, c.virq)] = port
             elif c.state in (ECS_UNBOUND, ECS_INTERDOMAIN):
                 c.notify_vcpu = vcpu
+                rd = self.domains.get(c.remote_domid) if c.state == ECS_INTERDOMAIN else None
+                if rd is not None and rd.fast is not None:
+                    rd.fast.uncache(c.remote_port)   # its cached deliveries name the old vCPU
             else:
                 raise XenError(EINVAL, f"port {port} cannot move (state {c.state})")
 

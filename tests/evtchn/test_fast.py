@@ -6,7 +6,7 @@ import os
 import socket
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from xen_core import evtchn_fast
 from xen_core.abi import event_channel as e
@@ -35,6 +35,7 @@ def _apply(flags, ops):
     return out
 
 
+@settings(deadline=None)   # no timing limits in tests (shared, busy cores)
 @given(st.lists(st.tuples(st.sampled_from(["mark", "unmask", "unmark", "clear"]),
                           st.sampled_from([1, 2, 4095])), max_size=40))
 def test_dom0_state_in_c_is_the_python_one(ops):
@@ -213,6 +214,7 @@ def test_handle_close_and_domain_destroy_empty_the_cache(world):
         h2.close()
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["send", "mask", "unmask", "ack"]),
                           st.sampled_from([1, 63, 64, 130, 4095])), max_size=30),
        st.booleans())
@@ -249,3 +251,133 @@ def test_2l_set_pending_in_one_call_is_the_four_steps(ops, has_info):
                 bits.test_and_clear_bit(si.SHARED_INFO_EVTCHN_PENDING + word, bit)
         results.append((bytes(bits.mem), calls))
     assert results[0] == results[1]
+
+
+# -- dom0 -> guest: a handle's commands served in C -------------------------------
+
+def command(h, cmd, port):
+    from xen_core.dom0_ops import EVTCHN_CMD
+    h.peer.sendall(EVTCHN_CMD.pack(cmd, port))
+
+
+def wait_until(cond, what):
+    import time
+    for _ in range(100000):     # bounded: a lost event must fail, not hang
+        if cond():
+            return
+        time.sleep(0.001)
+    raise AssertionError(what)
+
+
+def guest_pending(d, port):
+    from xen_core.abi import shared_info as si
+    from xen_core.memory import SHARED_INFO_XENHEAP_INDEX
+    base = d.memory.xenheap_frame(SHARED_INFO_XENHEAP_INDEX) << 12
+    word = int.from_bytes(d.memory.mm[base + si.SHARED_INFO_EVTCHN_PENDING + 8 * (port // 64):][:8],
+                          "little")
+    return bool(word >> (port % 64) & 1)
+
+
+def guest_ack(d, port):
+    """What the guest's upcall handler does: upcall_pending, sel, the bit."""
+    from xen_core.abi import shared_info as si
+    from xen_core.memory import SHARED_INFO_XENHEAP_INDEX
+    base = d.memory.xenheap_frame(SHARED_INFO_XENHEAP_INDEX) << 12
+    mm = d.memory.mm
+    mm[base + si.VCPU_INFO_UPCALL_PENDING] = 0
+    mm[base + si.VCPU_INFO_PENDING_SEL:base + si.VCPU_INFO_PENDING_SEL + 8] = bytes(8)
+    off = base + si.SHARED_INFO_EVTCHN_PENDING + 8 * (port // 64)
+    word = int.from_bytes(mm[off:off + 8], "little") & ~(1 << (port % 64))
+    mm[off:off + 8] = word.to_bytes(8, "little")
+
+
+def test_notify_is_cached_after_python_answers_it_and_kicks_a_vcpu_in_python(world):
+    from xen_core.dom0_ops import EVTCHN_CMD_NOTIFY, EVTCHN_CMD_UNMASK
+    core, d, ec, h = world
+    gport, lp, _ = connect(d, ec, h)
+    guest_ack(d, gport)
+    state = ec.dom0_state
+    before = state.fast_commands
+    command(h, EVTCHN_CMD_NOTIFY, lp)                 # first: Python, which caches it
+    wait_until(lambda: guest_pending(d, gport), "the first notify")
+    assert state.notify_cached(lp) and ec.evtchn.domains[d.domid].fast.is_ready(0)
+    guest_ack(d, gport)
+    v = d.vcpus[0]
+    with d.lock:
+        v.kicked = False
+    command(h, EVTCHN_CMD_NOTIFY, lp)                 # then C; this vCPU is not in
+    wait_until(lambda: guest_pending(d, gport) and v.kicked, "the cached notify")
+    assert state.fast_commands > before               # guest code: Python kicks it
+    n = state.fast_commands
+    command(h, EVTCHN_CMD_UNMASK, lp)                 # unmask of a held port: C too
+    wait_until(lambda: state.fast_commands > n, "the unmask")
+
+
+def test_notify_misuse_is_ignored_as_by_the_device(world):
+    from xen_core.dom0_ops import EVTCHN_CMD_NOTIFY, EvtchnHandle
+    core, d, ec, h = world
+    other = EvtchnHandle(core, 2)
+    other.peer.setblocking(False)
+    try:
+        gport, lp, _ = connect(d, ec, h)
+        # Each handle's records are served in order: a good notify after the
+        # bad ones, once seen, means they were all answered.
+        sentinels = [(hh, *connect(d, ec, hh)[:2]) for hh in (h, other)]
+        command(h, EVTCHN_CMD_NOTIFY, lp)
+        wait_until(lambda: ec.dom0_state.notify_cached(lp), "caching")
+        guest_ack(d, gport)
+        command(other, EVTCHN_CMD_NOTIFY, lp)         # a port it does not hold: ignored
+        command(other, EVTCHN_CMD_NOTIFY, 4000)
+        command(h, EVTCHN_CMD_NOTIFY, 4000)
+        command(h, 77, lp)                            # an unknown command: ignored
+        assert guest_op(d, e.EVTCHNOP_close, e.PORT.pack(gport)) == 0
+        assert not ec.dom0_state.notify_cached(lp)    # the guest end changed
+        command(h, EVTCHN_CMD_NOTIFY, lp)             # unbound now: dropped, as Xen does
+        h.unbind(lp)
+        command(h, EVTCHN_CMD_NOTIFY, lp)             # no longer held
+        for hh, g2, l2 in sentinels:
+            guest_ack(d, g2)
+            command(hh, EVTCHN_CMD_NOTIFY, l2)
+            wait_until(lambda: guest_pending(d, g2), "the sentinel notify")
+        assert not guest_pending(d, gport)
+    finally:
+        other.close()
+
+
+def test_guest_changes_flush_c_delivery(world):
+    from xen_core.abi import hvm as hv
+    from xen_core.dom0_ops import EVTCHN_CMD_NOTIFY
+    core, d, ec, h = world
+    gport, lp, _ = connect(d, ec, h)
+    command(h, EVTCHN_CMD_NOTIFY, lp)
+    fast = ec.evtchn.domains[d.domid].fast
+    wait_until(lambda: fast.is_ready(0), "caching")
+    body = hv.HVM_PARAM.pack(x.DOMID_SELF, hv.HVM_PARAM_CALLBACK_IRQ,
+                         (hv.HVM_PARAM_CALLBACK_TYPE_VECTOR << hv.HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT)
+                         | 0xF3)
+    from xen_core.hypercalls import dispatch
+    d.memory.write_phys(BUF, body)
+    assert dispatch(d.vcpus[0], x.HYPERVISOR_hvm_op, (hv.HVMOP_set_param, BUF)) == 0
+    assert not fast.is_ready(0)                       # refilled by the next slow notify
+    guest_ack(d, gport)
+    command(h, EVTCHN_CMD_NOTIFY, lp)
+    wait_until(lambda: fast.is_ready(0) and fast.cdata.vector == 0xF3, "refilled")
+    core.destroy_domain(d.domid)                      # nothing of it is used again
+    assert not fast.cdata.live and not ec.dom0_state.notify_cached(lp)
+
+
+def test_dom0_to_dom0_stays_python(world):
+    from xen_core.dom0_ops import EVTCHN_CMD_NOTIFY, EvtchnHandle
+    core, d, ec, a = world
+    b = EvtchnHandle(core, 2)
+    b.peer.setblocking(False)
+    try:
+        pa, _ = a.bind(lambda o: ec.evtchn.alloc_unbound(0, x.DOMID_SELF, 0, owner=o), False)
+        pb, _ = b.bind(lambda o: ec.evtchn.bind_interdomain(0, 0, pa, owner=o), False)
+        assert read_ports(b) == [pb]
+        ec.evtchn.unmask(0, pb)
+        command(a, EVTCHN_CMD_NOTIFY, pa)
+        wait_until(lambda: ec.dom0_state.masked(pb), "delivery to b")
+        assert read_ports(b) == [pb] and not ec.dom0_state.notify_cached(pa)
+    finally:
+        b.close()

@@ -73,9 +73,31 @@ void emu_set_async_irq(struct emu_vcpu *v, int on);
 uint64_t emu_counter(struct emu_vcpu *v, int which);
 double emu_bench_bare_loop(uint64_t iterations, int empty_block_hook);
 
-struct evf_dom0 { uint8_t state[4096]; uint64_t lost; };
-struct evf_table { struct evf_dom0 *dom0; uint32_t hypercall, send_op; uint8_t cached[4096]; int32_t fd[4096];
-                   uint32_t rport[4096]; uint64_t fast_sends; };
+struct evf_table;
+struct evf_dom0 { uint8_t state[4096]; uint64_t lost; uint32_t owner[4096];
+                  struct evf_table *target[4096]; uint32_t tport[4096], tvcpu[4096];
+                  uint64_t fast_commands; };
+struct evf_table { struct evf_dom0 *dom0; uint32_t hypercall, send_op; uint8_t cached[4096];
+                   int32_t fd[4096]; uint32_t rport[4096]; uint64_t fast_sends;
+                   int live; uint32_t domid; struct emu_machine *m; uint64_t pending, mask;
+                   uint32_t sel_off, upcall_off; int vector; uint8_t ready[64];
+                   uint64_t vinfo[64]; struct emu_vcpu *vcpu[64]; };
+struct evf_serve { int have, off; uint32_t kick_domid, kick_port, kick_vcpu, kick_flags; };
+#define EVF_SERVE_EOF 0
+#define EVF_SERVE_SLOW 1
+#define EVF_SERVE_KICK 2
+void evf_dom0_own(struct evf_dom0 *d, uint32_t port, uint32_t token);
+void evf_handle_gone(struct evf_dom0 *d, uint32_t token);
+void evf_cache_notify(struct evf_dom0 *d, uint32_t port, struct evf_table *g, uint32_t gport,
+                      uint32_t vcpu);
+void evf_uncache_notify(struct evf_dom0 *d, uint32_t port);
+void evf_guest_vcpu(struct evf_table *t, uint32_t vcpu, uint64_t vinfo, struct emu_vcpu *v);
+void evf_guest_flush(struct evf_table *t);
+void evf_guest_forget_vcpu(struct evf_table *t, uint32_t vcpu);
+void evf_guest_gone(struct evf_table *t);
+int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf, int cap,
+              struct evf_serve *s);
+int emu_machine_all_in_c(struct emu_machine *m);
 int evf_dom0_mark(struct evf_dom0 *d, uint32_t port);
 int evf_dom0_unmask(struct evf_dom0 *d, uint32_t port);
 void evf_dom0_clear(struct evf_dom0 *d, uint32_t port, int bits);

@@ -83,7 +83,9 @@ static int call_python(struct emu_vcpu *v, uc_engine *uc)
 {
     cpu_unlock(v);
     v->in_py_hook = uc != NULL;
+    atomic_fetch_add(&v->m->outside, 1);
     int rc = emu_py_exit(v->token);
+    atomic_fetch_sub(&v->m->outside, 1);
     v->in_py_hook = 0;
     cpu_lock(v);
     /* The handler may have called into unicorn (mapping, unmapping or
@@ -604,6 +606,7 @@ int emu_run(struct emu_vcpu *v)
     v->in_run = 1;
     v->thread = pthread_self();
     pthread_mutex_unlock(&v->mu);
+    atomic_fetch_sub(&v->m->outside, 1);
     int result;
     v->err[0] = 0;
     cpu_lock(v);
@@ -687,6 +690,7 @@ int emu_run(struct emu_vcpu *v)
         }
     }
     cpu_unlock(v);
+    atomic_fetch_add(&v->m->outside, 1);
     pthread_mutex_lock(&v->mu);
     v->in_run = 0;
     pthread_mutex_unlock(&v->mu);
@@ -717,6 +721,10 @@ void emu_kick(struct emu_vcpu *v)
 void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns) { v->halt_wait_ns = ns; }
 
 void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t) { m->evtchn = t; }
+
+/* Every vCPU of the machine is in guest code or a C hlt wait (none in
+ * Python, none idle): an event needs no Python kick (evtchn_fast.c). */
+int emu_machine_all_in_c(struct emu_machine *m) { return atomic_load(&m->outside) == 0; }
 
 /* -------------------------------------------------------- registers */
 
@@ -830,6 +838,7 @@ struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, uint64_t token, cha
         return NULL;
     }
     v->m = m;
+    atomic_fetch_add(&m->outside, 1); /* not running yet */
     v->id = id;
     v->token = token;
     v->irq_defer_rip = ~0ull;
@@ -880,6 +889,8 @@ void emu_vcpu_free(struct emu_vcpu *v)
 {
     if (!v)
         return;
+    if (v->m)
+        atomic_fetch_sub(&v->m->outside, 1);
     if (v->ctx)
         uc_context_free(v->ctx);
     if (v->uc)

@@ -234,6 +234,8 @@ class EmuVcpu:
         if self._running:
             raise RuntimeError(f"emu vcpu {self.id} is running: stop it before close")
         if self._v is not None and self._v != ffi.NULL:
+            if self._machine._evtchn is not None:   # C must not wake it any more
+                self._machine._evtchn.forget_vcpu(self.id)
             lib.emu_vcpu_free(self._v)
         _LIVE.pop(self._token, None)
         self._v = None
@@ -292,6 +294,8 @@ class EmuMachine:
         """Answer EVTCHNOP_send in C from `table` (xen_core.evtchn_fast.FastPorts)."""
         self._evtchn = table
         if self._m is not None:
+            if table is not None:
+                table.attach_machine(self._m)
             lib.emu_machine_set_evtchn(self._m, table.cdata if table is not None else ffi.NULL)
 
     def create_vcpu(self, vcpu_id: int) -> EmuVcpu:
@@ -311,6 +315,8 @@ class EmuMachine:
         running = [v.id for v in self._vcpus.values() if v._running]
         if running:
             raise RuntimeError(f"emu machine: vcpus {running} still running")
+        if self._evtchn is not None:   # before the memory goes (Domain._release)
+            self._evtchn.gone()
         for v in list(self._vcpus.values()):
             v.close()
         if self._m is not None:

@@ -72,6 +72,7 @@ struct emu_machine {
     struct emu_vcpu *holder;
     int nwaiting;
     struct evf_table *evtchn; /* sends answered in C (evtchn_fast.c), or NULL */
+    _Atomic int outside; /* vCPUs not in emu_run's C right now (in Python, idle) */
 };
 
 struct emu_vcpu {

@@ -1,6 +1,7 @@
 /* Event-channel fast path (see evtchn_fast.h). */
 #include <errno.h>
 #include <pthread.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "evtchn_fast.h"
@@ -158,4 +159,181 @@ int evf_2l_set_pending(uint64_t pending, uint64_t mask, uint64_t sel, uint64_t u
     if (__atomic_exchange_n((uint8_t *)(uintptr_t)upcall, 1, __ATOMIC_SEQ_CST))
         return EVF_2L_NEW;
     return EVF_2L_NEW | EVF_2L_UPCALL;
+}
+
+/* ------------------------------------------------ dom0 -> guest (notify) */
+
+void evf_dom0_own(struct evf_dom0 *d, uint32_t port, uint32_t token)
+{
+    if (port >= EVF_NR_PORTS)
+        return;
+    pthread_mutex_lock(&evf_lock);
+    d->owner[port] = token;
+    pthread_mutex_unlock(&evf_lock);
+}
+
+/* A handle is closing: none of its records is served here any more (and
+ * nothing is written to its socket's number again). */
+void evf_handle_gone(struct evf_dom0 *d, uint32_t token)
+{
+    pthread_mutex_lock(&evf_lock);
+    for (int p = 0; p < EVF_NR_PORTS; p++)
+        if (d->owner[p] == token)
+            d->owner[p] = 0;
+    pthread_mutex_unlock(&evf_lock);
+}
+
+void evf_cache_notify(struct evf_dom0 *d, uint32_t port, struct evf_table *g, uint32_t gport,
+                      uint32_t vcpu)
+{
+    if (port >= EVF_NR_PORTS || gport >= EVF_NR_PORTS)
+        return;
+    pthread_mutex_lock(&evf_lock);
+    d->target[port] = g;
+    d->tport[port] = gport;
+    d->tvcpu[port] = vcpu;
+    pthread_mutex_unlock(&evf_lock);
+}
+
+void evf_uncache_notify(struct evf_dom0 *d, uint32_t port)
+{
+    if (port >= EVF_NR_PORTS)
+        return;
+    pthread_mutex_lock(&evf_lock);
+    d->target[port] = NULL;
+    pthread_mutex_unlock(&evf_lock);
+}
+
+void evf_guest_vcpu(struct evf_table *t, uint32_t vcpu, uint64_t vinfo, struct emu_vcpu *v)
+{
+    if (vcpu >= EVF_MAX_VCPUS || !v)
+        return;
+    pthread_mutex_lock(&evf_lock);
+    t->vinfo[vcpu] = vinfo;
+    t->vcpu[vcpu] = v;
+    t->ready[vcpu] = 1;
+    pthread_mutex_unlock(&evf_lock);
+}
+
+/* vcpu_info, the callback vector or the p2m may have changed: deliveries
+ * go through Python until the core fills each vCPU again. */
+void evf_guest_flush(struct evf_table *t)
+{
+    pthread_mutex_lock(&evf_lock);
+    memset(t->ready, 0, sizeof(t->ready));
+    pthread_mutex_unlock(&evf_lock);
+}
+
+/* Before its engine vCPU is freed. */
+void evf_guest_forget_vcpu(struct evf_table *t, uint32_t vcpu)
+{
+    if (vcpu >= EVF_MAX_VCPUS)
+        return;
+    pthread_mutex_lock(&evf_lock);
+    t->ready[vcpu] = 0;
+    t->vcpu[vcpu] = NULL;
+    pthread_mutex_unlock(&evf_lock);
+}
+
+/* Before its engine and memory go: nothing touches them from here again. */
+void evf_guest_gone(struct evf_table *t)
+{
+    pthread_mutex_lock(&evf_lock);
+    t->live = 0;
+    memset(t->ready, 0, sizeof(t->ready));
+    memset(t->vcpu, 0, sizeof(t->vcpu));
+    pthread_mutex_unlock(&evf_lock);
+}
+
+/* Xen's evtchn_send from dom0 port `port` to its cached guest end: the
+ * 2-level bits, then (evtchn_upcall_pending 0 -> 1) the callback vector
+ * and a kick, as events.EventCore._upcall does. EVF_SERVE_SLOW when not
+ * cached; EVF_SERVE_KICK when a vCPU of the guest may be waiting in
+ * Python (blocked, polling): the bits are set, Python wakes it. */
+static int notify_locked(struct evf_dom0 *d, uint32_t port, struct evf_serve *s)
+{
+    struct evf_table *g = d->target[port];
+    if (!g || !g->live)
+        return EVF_SERVE_SLOW;
+    uint32_t p = d->tport[port], vc = d->tvcpu[port];
+    if (vc >= EVF_MAX_VCPUS || !g->ready[vc] || !g->vcpu[vc])
+        return EVF_SERVE_SLOW;
+    uint64_t vi = g->vinfo[vc];
+    int r = evf_2l_set_pending(g->pending + 8 * (p / 64), g->mask + 8 * (p / 64),
+                               vi ? vi + g->sel_off : 0, vi ? vi + g->upcall_off : 0, p);
+    if (r & EVF_2L_UPCALL) {
+        if (g->vector >= 0x10)
+            emu_request_interrupt(g->vcpu[vc], g->vector);
+        emu_kick(g->vcpu[vc]);
+    }
+    /* The bits are set (seq_cst) before this look (seq_cst): a vCPU that
+     * enters Python after it sees them there. */
+    if (r && !emu_machine_all_in_c(g->m)) {
+        s->kick_domid = g->domid;
+        s->kick_port = p;
+        s->kick_vcpu = vc;
+        s->kick_flags = r;
+        return EVF_SERVE_KICK;
+    }
+    return -1;
+}
+
+/* One record of a handle: -1 done here, or EVF_SERVE_SLOW / _KICK. */
+static int command_locked(struct evf_dom0 *d, uint32_t token, int wfd, uint32_t cmd,
+                          uint32_t port, struct evf_serve *s)
+{
+    if (port >= EVF_NR_PORTS || !token || d->owner[port] != token)
+        return EVF_SERVE_SLOW;
+    if (cmd == 1) { /* EVTCHN_CMD_UNMASK */
+        uint8_t st = d->state[port];
+        if (st & EVF_MASKED) {
+            d->state[port] = 0;
+            if ((st & EVF_LATCHED) && mark_locked(d, port))
+                write_locked(d, wfd, port);
+        }
+        d->fast_commands++;
+        return -1;
+    }
+    if (cmd == 2) { /* EVTCHN_CMD_NOTIFY */
+        int r = notify_locked(d, port, s);
+        if (r != EVF_SERVE_SLOW)
+            d->fast_commands++;
+        return r;
+    }
+    return EVF_SERVE_SLOW;
+}
+
+/* A dom0 evtchn handle's command stream, served without Python: blocks in
+ * recv(rfd) (the caller releases the GIL), answers unmask and notify for
+ * ports this handle holds, and returns only for what Python must do. */
+int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf, int cap,
+              struct evf_serve *s)
+{
+    for (;;) {
+        while (s->have - s->off >= 8) {
+            uint32_t cmd, port;
+            memcpy(&cmd, buf + s->off, 4);
+            memcpy(&port, buf + s->off + 4, 4);
+            pthread_mutex_lock(&evf_lock);
+            int r = command_locked(d, token, wfd, cmd, port, s);
+            pthread_mutex_unlock(&evf_lock);
+            if (r == EVF_SERVE_SLOW)
+                return r;
+            s->off += 8;
+            if (r == EVF_SERVE_KICK)
+                return r;
+        }
+        memmove(buf, buf + s->off, s->have - s->off);
+        s->have -= s->off;
+        s->off = 0;
+        ssize_t n = recv(rfd, buf + s->have, cap - s->have, 0);
+        if (n == 0)
+            return EVF_SERVE_EOF;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        s->have += n;
+    }
 }

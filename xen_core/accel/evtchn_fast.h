@@ -18,14 +18,29 @@
 #define EVF_MASKED 1
 #define EVF_LATCHED 2
 
-/* Dom0's ports as the evtchn device presents them. */
+#define EVF_MAX_VCPUS 64
+
+struct evf_table;
+struct emu_machine;
+struct emu_vcpu;
+
+/* Dom0's ports as the evtchn device presents them, and what a handle's
+ * commands need to be served here: who holds each port, and for a notify,
+ * the guest port it reaches (cached like the guest's sends). */
 struct evf_dom0 {
     uint8_t state[EVF_NR_PORTS];
     uint64_t lost; /* ports a full handle socket could not take */
+    uint32_t owner[EVF_NR_PORTS]; /* the handle's token, 0: none known */
+    struct evf_table *target[EVF_NR_PORTS];
+    uint32_t tport[EVF_NR_PORTS], tvcpu[EVF_NR_PORTS];
+    uint64_t fast_commands;
 };
 
-/* One guest's ports whose peer is a dom0 evtchn handle: a send writes the
- * peer port to that handle's socket (unless masked: then latched). */
+/* One guest: its ports whose peer is a dom0 evtchn handle (a send writes
+ * the peer port to that handle's socket, unless masked: then latched), and
+ * what delivering an event into it takes (2-level bitmaps, vcpu_info, the
+ * callback vector, the engine vCPU), filled per vCPU by the core and
+ * flushed when any of it may change. */
 struct evf_table {
     struct evf_dom0 *dom0;
     uint32_t hypercall, send_op; /* Xen's numbers, from xen_core/abi */
@@ -33,7 +48,26 @@ struct evf_table {
     int32_t fd[EVF_NR_PORTS];
     uint32_t rport[EVF_NR_PORTS];
     uint64_t fast_sends;
+    /* delivery into this guest */
+    int live; /* 0 once its engine or memory goes */
+    uint32_t domid;
+    struct emu_machine *m;
+    uint64_t pending, mask; /* host addresses of evtchn_pending[] / evtchn_mask[] */
+    uint32_t sel_off, upcall_off; /* inside vcpu_info, from xen_core/abi */
+    int vector; /* HVM_PARAM_CALLBACK_IRQ vector, 0: none */
+    uint8_t ready[EVF_MAX_VCPUS];
+    uint64_t vinfo[EVF_MAX_VCPUS]; /* host address of vcpu_info, 0: none yet */
+    struct emu_vcpu *vcpu[EVF_MAX_VCPUS];
 };
+
+/* A handle's command loop (evf_serve): in/out state between calls. */
+struct evf_serve {
+    int have, off; /* bytes in the buffer; the next record */
+    uint32_t kick_domid, kick_port, kick_vcpu, kick_flags;
+};
+#define EVF_SERVE_EOF 0
+#define EVF_SERVE_SLOW 1 /* the record at `off` is Python's */
+#define EVF_SERVE_KICK 2 /* done here, but a vCPU may wait in Python: kick it */
 
 int evf_dom0_mark(struct evf_dom0 *d, uint32_t port);
 int evf_dom0_unmask(struct evf_dom0 *d, uint32_t port);
@@ -44,6 +78,22 @@ void evf_cache(struct evf_table *t, uint32_t port, int fd, uint32_t rport);
 void evf_uncache(struct evf_table *t, uint32_t port);
 void evf_uncache_fd(struct evf_table *t, int fd);
 int evf_send(struct evf_table *t, uint32_t port);
+
+void evf_dom0_own(struct evf_dom0 *d, uint32_t port, uint32_t token);
+void evf_handle_gone(struct evf_dom0 *d, uint32_t token);
+void evf_cache_notify(struct evf_dom0 *d, uint32_t port, struct evf_table *g, uint32_t gport,
+                      uint32_t vcpu);
+void evf_uncache_notify(struct evf_dom0 *d, uint32_t port);
+void evf_guest_vcpu(struct evf_table *t, uint32_t vcpu, uint64_t vinfo, struct emu_vcpu *v);
+void evf_guest_flush(struct evf_table *t);
+void evf_guest_forget_vcpu(struct evf_table *t, uint32_t vcpu);
+void evf_guest_gone(struct evf_table *t);
+int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf, int cap,
+              struct evf_serve *s);
+/* emu.c */
+int emu_machine_all_in_c(struct emu_machine *m);
+void emu_request_interrupt(struct emu_vcpu *v, int vector);
+void emu_kick(struct emu_vcpu *v);
 
 #define EVF_2L_NEW 1
 #define EVF_2L_UPCALL 2
