@@ -5,6 +5,9 @@
  * "blk-test: PASS" (poweroff) or "blk-test: FAIL ..." (crash).
  *   vdev=N (default 51712, xvda)  mb=N  start=SECTOR  iops=N (reads, 0: skip)
  *   persistent=0|1 (default 1: offer feature-persistent)
+ *   hotplug=1: wait for the disk to be attached (xl block-attach), and after
+ *   the checks wait for it to be detached (xl block-detach), answering the
+ *   backend's Closing with Closing and Closed.
  * On a read-only disk (info & VDISK_READONLY) it checks that a write is
  * refused and that reads work. Word i of sector s holds s << 16 | i. */
 #include "lib/guest.h"
@@ -14,6 +17,7 @@
 
 #define FAIL(...) do { pvcons_printf("blk-test: FAIL " __VA_ARGS__); return 1; } while (0)
 #define CHUNK_PAGES BLKFRONT_DATA_PAGES
+#define HOTPLUG_WAIT_NS 300000000000UL       /* 5 minutes for the toolstack */
 
 static struct blkfront bf;
 
@@ -56,6 +60,7 @@ int guest_main(void)
 {
     uint64_t mb = cmdline_u64("mb", 4), start = cmdline_u64("start", 0);
     uint64_t nreads = cmdline_u64("iops", 1000), total, t0, tw, tr;
+    uint64_t vdev = cmdline_u64("vdev", 51712), hotplug = cmdline_u64("hotplug", 0);
     unsigned int indirect;
     long rc;
 
@@ -65,8 +70,12 @@ int guest_main(void)
         panic("blk-test: no PV console: %ld\n", rc);
     if ((rc = xs_init()))
         FAIL("no xenstore: %ld\n", rc);
-    if ((rc = blkfront_init(&bf, cmdline_u64("vdev", 51712),
-                            (int)cmdline_u64("persistent", 1))))
+    if (hotplug) {
+        pvcons_printf("blk-test: waiting for vbd %lu\n", (unsigned long)vdev);
+        if ((rc = blkfront_wait_device(vdev, HOTPLUG_WAIT_NS)))
+            FAIL("no vbd %lu attached: %ld\n", (unsigned long)vdev, rc);
+    }
+    if ((rc = blkfront_init(&bf, vdev, (int)cmdline_u64("persistent", 1))))
         FAIL("connect: %ld\n", rc);
     pvcons_printf("blk-test: disk %s: %lu sectors of %u bytes, info %u, "
                   "max indirect segments %u, flush %u, persistent %u\n", bf.be,
@@ -136,6 +145,12 @@ int guest_main(void)
         t0 = now_ns() - t0;
         pvcons_printf("blk-test: 4k random read %lu IOPS\n",
                       (unsigned long)(t0 ? nreads * 1000000000UL / t0 : 0));
+    }
+    if (hotplug) {
+        pvcons_printf("blk-test: I/O done, waiting for detach\n");
+        if ((rc = blkfront_wait_unplug(&bf, HOTPLUG_WAIT_NS)))
+            FAIL("detach: %ld\n", rc);
+        pvcons_printf("blk-test: detached (Closing, Closed)\n");
     }
     pvcons_printf("blk-test: PASS\n");
     return 0;

@@ -73,6 +73,43 @@ static long wait_backend_state(struct blkfront *bf, uint64_t want)
     }
 }
 
+long blkfront_wait_device(unsigned long devid, uint64_t timeout_ns)
+{
+    char path[96], buf[128];
+    uint64_t deadline = now_ns() + timeout_ns;
+
+    snprintf(path, sizeof(path), "device/vbd/%lu/backend", devid);
+    while (xs_read(path, buf, sizeof(buf))) {
+        if (now_ns() > deadline)
+            return -XEN_ETIMEDOUT;
+        sleep_ns(100000000UL);
+    }
+    return 0;
+}
+
+long blkfront_wait_unplug(struct blkfront *bf, uint64_t timeout_ns)
+{
+    char path[192], token[16];
+    uint64_t st, deadline = now_ns() + timeout_ns;
+    long rc;
+
+    snprintf(path, sizeof(path), "%s/state", bf->be);
+    xs_watch(path, "blkfront");
+    for (;;) {
+        /* A backend directory the toolstack already removed reads as gone. */
+        if (read_u64(bf->be, "state", &st, 6) || st >= 5)
+            break;
+        if (now_ns() > deadline)
+            return -XEN_ETIMEDOUT;
+        xs_read_watch(path, sizeof(path), token, sizeof(token), now_ns() + 100000000UL);
+        snprintf(path, sizeof(path), "%s/state", bf->be);
+    }
+    /* blkfront_closing: xenbus_frontend_closed goes Closing, then Closed. */
+    if ((rc = write_key(bf->fe, "state", "%lu", 5)))
+        return rc;
+    return write_key(bf->fe, "state", "%lu", 6);
+}
+
 long blkfront_init(struct blkfront *bf, unsigned long devid, int persistent)
 {
     uint64_t v;

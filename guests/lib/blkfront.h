@@ -23,6 +23,12 @@ struct blkfront {
 /* Connect to device/vbd/<devid>, offering feature-persistent if asked
  * (bf->persistent: both ends agreed): 0 or a negative Xen errno. */
 long blkfront_init(struct blkfront *bf, unsigned long devid, int persistent);
+/* Wait until the toolstack has created device/vbd/<devid> (hot attach). */
+long blkfront_wait_device(unsigned long devid, uint64_t timeout_ns);
+/* Wait for the backend to start closing the device (hot detach: the
+ * toolstack wrote online=0, state=Closing), then answer Closing and Closed
+ * as Linux's blkfront does; 0 or a negative Xen errno. */
+long blkfront_wait_unplug(struct blkfront *bf, uint64_t timeout_ns);
 /* Data page `i` of the I/O buffer. */
 uint8_t *blkfront_page(unsigned int i);
 /* Read or write `nsect` 512-byte sectors at `sector` from/to the data pages,

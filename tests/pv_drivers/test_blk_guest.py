@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from tests.dom0.conftest import ROOT, Dom0, guest, wait_for
+from tests.dom0.test_xl import xs
 
 CFG = os.path.join(ROOT, "examples", "blk-test.cfg")
 
@@ -60,3 +61,34 @@ def test_read_only_and_cdrom_refuse_writes(dom0, tmp_path, spec):
     assert "write on a read-only disk: -1" in out and "blk-test: PASS" in out, out
     assert "first bytes ab cd ef 01" in out
     assert img.read_bytes()[:4] == b"\xab\xcd\xef\x01"
+
+
+def test_hot_attach_and_detach_with_a_connected_frontend(dom0, tmp_path):
+    """xl block-attach to a running guest whose C blkfront then connects and
+    does I/O; xl block-detach goes through Closing/Closed with it (no
+    timeout), and the disk is gone from the guest's and the backend's view."""
+    img = tmp_path / "hot.img"
+    img.write_bytes(bytes(4 << 20))
+    dom0.xl("create", CFG, f'kernel="{guest("blk-test")}"', 'name="hot"',
+            'cmdline="console=hvc0 hotplug=1 vdev=51728 mb=1 start=16 iops=20"', "disk=[]")
+    wait_for(lambda: "waiting for vbd 51728" in dom0.console_log("hot"), "blk-test to wait")
+    domid = dom0.domains()["hot"][0]
+    dom0.xl("block-attach", "hot", f"format=raw, vdev=xvdb, access=rw, target={img}")
+    out = wait_for(lambda: re.search(r"waiting for detach|blk-test: FAIL.*",
+                                     dom0.console_log("hot")) and dom0.console_log("hot"),
+                   "I/O on the hot-attached disk")
+    assert "FAIL" not in out, out
+    assert [r.split()[:1] for r in dom0.xl("block-list", "hot").stdout.splitlines()[1:]] == \
+        [["51728"]]
+    data = img.read_bytes()
+    assert data[16 * 512:17 * 512] == expected(16)
+    assert data[(16 + 2047) * 512:(16 + 2048) * 512] == expected(16 + 2047)
+    assert data[:16 * 512] == bytes(16 * 512)
+    detach = dom0.xl("block-detach", "hot", "xvdb")
+    assert "did not close in time" not in detach.stderr, detach.stderr
+    out = wait_for(lambda: re.search(r"blk-test: (PASS|FAIL.*)", dom0.console_log("hot")) and
+                   dom0.console_log("hot"), "blk-test to finish")
+    assert "detached (Closing, Closed)" in out and "blk-test: PASS" in out, out
+    for path in (f"/local/domain/0/backend/vbd/{domid}/51728",
+                 f"/local/domain/{domid}/device/vbd/51728"):
+        assert xs(dom0, "xenstore-read", f"{path}/state", check=False).returncode != 0
