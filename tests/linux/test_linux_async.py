@@ -129,3 +129,16 @@ def test_async_delivery_points_counted_only_when_on(runs):
     assert off["async_irq_stops"] == 0
     # The "off" guest still took interrupts (at hypercalls and hlt).
     assert off["interrupts"] > 0 and on["interrupts"] > 0
+
+
+def test_a_bad_knob_value_is_refused_with_its_name(tmp_path):
+    """Not 0 or 1: xen-core does not start, and says which setting is wrong
+    (no guest is needed for this one)."""
+    import subprocess
+    import sys
+    env = dict(os.environ, PYXEN_EMU_ASYNC_IRQ="maybe")
+    p = subprocess.run([sys.executable, "-m", "xen_core.daemon", "-N", "--run-dir",
+                        str(tmp_path), "--accel", "emu"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0
+    assert "PYXEN_EMU_ASYNC_IRQ must be 0 or 1, not 'maybe'" in p.stderr, p.stderr
