@@ -9,8 +9,8 @@ in a temporary directory (stopped on exit). Builds the domain as xl would (creat
 populate, memory map, load, vCPU state, unpause), streams its console to
 stdout, and exits with the guest's shutdown reason:
 
-    exit status = SHUTDOWN_* reason: 0 poweroff, 1 reboot, 2 suspend,
-                  3 crash (also a triple fault), 4 watchdog, 5 soft_reset;
+    exit status = SHUTDOWN_* reason: 0 poweroff, 1 reboot (also a triple
+                  fault, as on Xen), 2 suspend, 3 crash, 4 watchdog, 5 soft_reset;
     125 when the domain could not be built, the core not reached, or
         the domain was destroyed from elsewhere,
     130 on Ctrl-C (the domain is destroyed).

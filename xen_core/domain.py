@@ -59,6 +59,9 @@ class Domain:
         self.vcpus: list[VCPU | None] = []
         if privileged and domid == 0:
             return  # dom0 is the host's own processes: no memory or vCPUs here
+        # hvm_domain_initialise: a triple fault resets the machine unless
+        # the toolstack chooses another SHUTDOWN_* action.
+        self.hvm_params[hvmabi.HVM_PARAM_TRIPLE_FAULT_REASON] = schedabi.SHUTDOWN_reboot
         self.memory = GuestMemory(f"dom{domid}", max_pages)
         try:
             self.machine = core.accel.create_machine()
@@ -187,6 +190,18 @@ class Domain:
         self.core.printk(f"(XEN) d{self.domid} crashed: {detail}\n".encode())
         self.append_console(f"(XEN) domain {self.domid} crashed: {detail}\n".encode())
         self.shutdown(schedabi.SHUTDOWN_crash, detail)
+
+    def triple_fault(self, vcpu: VCPU) -> None:
+        """hvm_triple_fault: the shutdown action in HVM_PARAM_TRIPLE_FAULT_REASON
+        (SHUTDOWN_reboot unless the toolstack set another)."""
+        reason = self.hvm_params[hvmabi.HVM_PARAM_TRIPLE_FAULT_REASON] & 0xFF
+        self.core.printk(b"(XEN) d%dv%d Triple fault - invoking HVM shutdown action %d\n"
+                         % (self.domid, vcpu.id, reason))
+        detail = f"vcpu{vcpu.id}: triple fault"
+        if reason == schedabi.SHUTDOWN_crash:
+            self.crash(detail)
+        else:
+            self.shutdown(reason, detail)
 
     def destroy(self) -> bool:
         """Stop and join every vCPU thread, then release engine and memory.

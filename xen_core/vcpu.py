@@ -141,7 +141,10 @@ class VCPU:
                 detail = getattr(self.engine, "error", "")
                 if result is RunResult.ERROR and detail:
                     why = f"{why} ({detail})"
-            if result is not RunResult.STOPPED:
+            if result is RunResult.TRIPLE_FAULT:
+                log.warning("d%dv%d: triple fault", d.domid, self.id)
+                d.triple_fault(self)
+            elif result is not RunResult.STOPPED:
                 log.warning("d%dv%d: %s, crashing the domain", d.domid, self.id, why)
                 d.crash(f"vcpu{self.id}: {why}")
 

@@ -41,7 +41,8 @@ def vlapic_ipi(source: "VCPU", icr_low: int, dest: int) -> None:
     mode = icr_low & a.APIC_DM_MASK
     short_hand = icr_low & a.APIC_SHORT_MASK
     if icr_low & a.APIC_DEST_LOGICAL and short_hand == a.APIC_DEST_NOSHORT:
-        d.log_once("ipi-logical", f"IPI to logical destination {dest:#x} ignored (ICR {icr_low:#x})")
+        d.log_once("ipi-logical",
+                   f"IPI to logical destination {dest:#x} ignored (ICR {icr_low:#x})")
         return
     targets = _targets(source, short_hand, dest)
     if mode == a.APIC_DM_INIT:

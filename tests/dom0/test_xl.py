@@ -148,7 +148,7 @@ def test_forced_reboot_restarts_with_new_domid(dom0):
 @pytest.mark.parametrize("action", ["preserve", "destroy"])
 def test_crash_actions(dom0, action):
     dom0.xl("create", DEMO, f'kernel="{guest("crash")}"', 'name="cr"',
-            f'on_crash="{action}"')
+            'cmdline="mode=pagefault"', f'on_crash="{action}"')
     if action == "destroy":
         wait_for(lambda: list(dom0.domains()) == ["Domain-0"], "the crashed domain destroyed")
         return
