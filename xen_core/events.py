@@ -155,6 +155,7 @@ class EventCore:
             table.fast = evtchn_fast.FastPorts(
                 self.dom0_state, domid, base + si.SHARED_INFO_EVTCHN_PENDING,
                 base + si.SHARED_INFO_EVTCHN_MASK)
+            table.fast.kick = self.fast_kick
             attach(table.fast)
         return table
 
@@ -166,37 +167,40 @@ class EventCore:
         if d.fast is None or rd.fast is None:
             return
         if d.domid == 0:
-            if rd.domid != 0:   # dom0 to dom0 stays Python's
-                self._cache_notify(port, rd, r)
+            if rd.domid != 0 and self._ready(rd, r.notify_vcpu):   # dom0 to dom0 stays Python's
+                if not self.dom0_state.notify_cached(port):
+                    self.dom0_state.cache_notify(port, rd.fast, r.port, r.notify_vcpu)
             return
-        if rd.domid != 0 or d.fast.cached(port):
+        if rd.domid != 0:   # another guest (or itself)
+            if not d.fast.guest_cached(port) and self._ready(rd, r.notify_vcpu):
+                d.fast.cache_guest(port, rd.fast, r.port, r.notify_vcpu)
+            return
+        if d.fast.cached(port):
             return
         fd = getattr(r.owner, "fast_fd", lambda port: None)(r.port)
         if fd is not None:
             d.fast.cache(port, fd, r.port)
 
-    def _cache_notify(self, port: int, rd: EvtchnDomain, r) -> None:
-        """After dom0 port `port` notified guest port `r.port`: let the
-        handle's command loop deliver the next ones in C, once it knows the
-        guest vCPU's vcpu_info, engine vCPU and callback vector."""
+    def _ready(self, rd: EvtchnDomain, vcpu: int) -> bool:
+        """Can C deliver into guest `rd`'s `vcpu`? Tells it the vCPU's
+        vcpu_info, engine vCPU and the callback vector if it did not know."""
         g = rd.fast
-        vcpu = r.notify_vcpu
-        if not g.is_ready(vcpu):
-            d = self.core.domains.get(rd.domid)
-            v = d.vcpu(vcpu) if d is not None and not d.dying else None
-            engine = getattr(v.engine, "_v", None) if v is not None else None
-            if engine is None or d.memory is None or d.memory.closed:
-                return
-            off = self._vcpu_info(d, vcpu)
-            if off is not None and not 0 <= off <= (d.memory.nr_frames << PAGE_SHIFT) - si.VCPU_INFO_SIZE:
-                return
-            via = d.hvm_params[h.HVM_PARAM_CALLBACK_IRQ]
-            vector = 0
-            if via >> h.HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT == h.HVM_PARAM_CALLBACK_TYPE_VECTOR:
-                vector = via & 0xFF if via & 0xFF >= 0x10 else 0
-            g.vcpu_ready(vcpu, 0 if off is None else d.memory.host_base + off, engine, vector)
-        if g.is_ready(vcpu) and not self.dom0_state.notify_cached(port):
-            self.dom0_state.cache_notify(port, g, r.port, vcpu)
+        if g.is_ready(vcpu):
+            return True
+        d = self.core.domains.get(rd.domid)
+        v = d.vcpu(vcpu) if d is not None and not d.dying else None
+        engine = getattr(v.engine, "_v", None) if v is not None else None
+        if engine is None or d.memory is None or d.memory.closed:
+            return False
+        off = self._vcpu_info(d, vcpu)
+        if off is not None and not 0 <= off <= (d.memory.nr_frames << PAGE_SHIFT) - si.VCPU_INFO_SIZE:
+            return False
+        via = d.hvm_params[h.HVM_PARAM_CALLBACK_IRQ]
+        vector = 0
+        if via >> h.HVM_PARAM_CALLBACK_IRQ_TYPE_SHIFT == h.HVM_PARAM_CALLBACK_TYPE_VECTOR:
+            vector = via & 0xFF if via & 0xFF >= 0x10 else 0
+        g.vcpu_ready(vcpu, 0 if off is None else d.memory.host_base + off, engine, vector)
+        return g.is_ready(vcpu)
 
     def flush_guest(self, domid: int) -> None:
         """A guest's vcpu_info, callback vector or p2m may have changed."""

@@ -144,6 +144,10 @@ class FastPorts:
         self.cdata.upcall_off = si.VCPU_INFO_UPCALL_PENDING
         self.cdata.live = int(bool(pending and mask))
         self._dom0 = dom0    # the C table points into it
+        self._peers = {}     # port -> the FastPorts its cached guest peer is (kept alive)
+        # (domid, port, vcpu, flags): wake a receiver's vCPU that waits in
+        # Python after a send answered in C (events.EventCore.fast_kick).
+        self.kick = lambda domid, port, vcpu, flags: None
 
     def attach_machine(self, m) -> None:
         """The engine machine (`struct emu_machine *`) whose vCPUs it wakes."""
@@ -176,6 +180,16 @@ class FastPorts:
 
     def uncache(self, port: int) -> None:
         lib.evf_uncache(self.cdata, port)
+        self._peers.pop(port, None)
+
+    def cache_guest(self, port: int, peer: "FastPorts", rport: int, vcpu: int) -> None:
+        """Sends on `port` go to `rport` of the guest `peer` (delivered to
+        its `vcpu`), in C."""
+        self._peers[port] = peer
+        lib.evf_cache_guest(self.cdata, port, peer.cdata, rport, vcpu)
+
+    def guest_cached(self, port: int) -> bool:
+        return 0 <= port < NR_PORTS and self.cdata.gt[port] != ffi.NULL
 
     def uncache_fd(self, fd: int) -> None:
         lib.evf_uncache_fd(self.cdata, fd)
@@ -184,8 +198,13 @@ class FastPorts:
         return 0 <= port < NR_PORTS and bool(self.cdata.cached[port])
 
     def send(self, port: int) -> bool:
-        """What the hypercall hook does: True if answered from the cache."""
-        return lib.evf_send(self.cdata, port) == 0
+        """What the hypercall hook does: True if answered from the cache
+        (a kick it asks for is made here)."""
+        k = ffi.new("struct evf_serve *")
+        rc = lib.evf_send(self.cdata, port, k)
+        if rc == 1:
+            self.kick(k.kick_domid, k.kick_port, k.kick_vcpu, k.kick_flags)
+        return rc >= 0
 
     @property
     def fast_sends(self) -> int:

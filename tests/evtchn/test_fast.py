@@ -381,3 +381,33 @@ def test_dom0_to_dom0_stays_python(world):
         assert read_ports(b) == [pb] and not ec.dom0_state.notify_cached(pa)
     finally:
         b.close()
+
+
+def test_guest_to_guest_send_in_c_and_its_misuse(world):
+    core, d, ec, h = world
+    from xen_core.memory import CR0_PE, PagingState
+    d2 = core.create_domain(max_vcpus=1, max_memory=64 * PAGE)
+    d2.memory.populate(range(64))
+    d2.vcpus[0].paging_state = lambda: PagingState(cr0=CR0_PE, cr3=0, cr4=0, efer=0)
+    assert guest_op(d2, e.EVTCHNOP_alloc_unbound, e.ALLOC_UNBOUND.pack(x.DOMID_SELF, d.domid, 0)) == 0
+    p2 = e.ALLOC_UNBOUND.unpack(d2.memory.read_phys(BUF, e.ALLOC_UNBOUND.size))[2]
+    assert guest_op(d, e.EVTCHNOP_bind_interdomain, e.BIND_INTERDOMAIN.pack(d2.domid, p2, 0)) == 0
+    p1 = e.BIND_INTERDOMAIN.unpack(d.memory.read_phys(BUF, e.BIND_INTERDOMAIN.size))[2]
+    fast = ec.evtchn.domains[d.domid].fast
+    guest_ack(d2, p2)
+    assert guest_send(d, p1) == 0 and guest_pending(d2, p2)   # Python, which caches it
+    assert fast.guest_cached(p1)
+    guest_ack(d2, p2)
+    v = d2.vcpus[0]
+    with d2.lock:
+        v.kicked = False
+    n = fast.fast_sends
+    assert fast.send(p1)                                   # C; d2's vCPU is not in guest
+    assert guest_pending(d2, p2) and v.kicked and fast.fast_sends == n + 1   # code: kicked
+    assert guest_send(d2, 5) == -x.EINVAL                  # misuse stays Python's
+    assert guest_op(d2, e.EVTCHNOP_close, e.PORT.pack(p2)) == 0
+    assert not fast.guest_cached(p1) and not fast.send(p1)
+    guest_ack(d2, p2)
+    assert guest_send(d, p1) == 0 and not guest_pending(d2, p2)   # unbound: dropped
+    assert guest_send(d2, p2) == -x.EINVAL                 # closed
+    core.destroy_domain(d2.domid)

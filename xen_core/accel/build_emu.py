@@ -81,7 +81,8 @@ struct evf_table { struct evf_dom0 *dom0; uint32_t hypercall, send_op; uint8_t c
                    int32_t fd[4096]; uint32_t rport[4096]; uint64_t fast_sends;
                    int live; uint32_t domid; struct emu_machine *m; uint64_t pending, mask;
                    uint32_t sel_off, upcall_off; int vector; uint8_t ready[64];
-                   uint64_t vinfo[64]; struct emu_vcpu *vcpu[64]; };
+                   uint64_t vinfo[64]; struct emu_vcpu *vcpu[64];
+                   struct evf_table *gt[4096]; uint32_t gtport[4096], gtvcpu[4096]; };
 struct evf_serve { int have, off; uint32_t kick_domid, kick_port, kick_vcpu, kick_flags; };
 #define EVF_SERVE_EOF 0
 #define EVF_SERVE_SLOW 1
@@ -98,6 +99,10 @@ void evf_guest_gone(struct evf_table *t);
 int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf, int cap,
               struct evf_serve *s);
 int emu_machine_all_in_c(struct emu_machine *m);
+int evf_send(struct evf_table *t, uint32_t port, struct evf_serve *kick);
+void evf_cache_guest(struct evf_table *t, uint32_t port, struct evf_table *g, uint32_t gport,
+                     uint32_t vcpu);
+#define EMU_EXIT_EVTCHN_KICK 6
 int evf_dom0_mark(struct evf_dom0 *d, uint32_t port);
 int evf_dom0_unmask(struct evf_dom0 *d, uint32_t port);
 void evf_dom0_clear(struct evf_dom0 *d, uint32_t port, int bits);
@@ -106,7 +111,6 @@ int evf_write_port(struct evf_dom0 *d, int fd, uint32_t port);
 void evf_cache(struct evf_table *t, uint32_t port, int fd, uint32_t rport);
 void evf_uncache(struct evf_table *t, uint32_t port);
 void evf_uncache_fd(struct evf_table *t, int fd);
-int evf_send(struct evf_table *t, uint32_t port);
 #define EVF_2L_NEW 1
 #define EVF_2L_UPCALL 2
 int evf_2l_set_pending(uint64_t pending, uint64_t mask, uint64_t sel, uint64_t upcall,

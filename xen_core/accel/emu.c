@@ -127,13 +127,25 @@ static const int hc_regs[7] = {UC_X86_REG_RAX, UC_X86_REG_RDI, UC_X86_REG_RSI,
 static bool fast_hypercall(struct emu_vcpu *v, uc_engine *uc, const uint64_t *vals)
 {
     struct evf_table *t = v->m->evtchn;
+    struct evf_serve kick;
     uint32_t port;
+    int rc;
     if (!t || (uint32_t)vals[0] != t->hypercall || (uint32_t)vals[1] != t->send_op ||
         uc_vmem_read(uc, vals[2], UC_PROT_READ, &port, sizeof(port)) != UC_ERR_OK ||
-        evf_send(t, port) != 0)
+        (rc = evf_send(t, port, &kick)) < 0)
         return false;
     v->counters[C_FAST_HYPERCALLS]++;
     wreg(uc, UC_X86_REG_RAX, 0);
+    if (rc == 1) {
+        /* Delivered; a vCPU of the receiver may wait in Python: it kicks. */
+        v->exit.kind = EMU_EXIT_EVTCHN_KICK;
+        v->exit.args[0] = kick.kick_domid;
+        v->exit.args[1] = kick.kick_port;
+        v->exit.args[2] = kick.kick_vcpu;
+        v->exit.args[3] = kick.kick_flags;
+        call_python(v, uc);
+        return true;
+    }
     if (!v->async_irq && irq_pending(v) && (rreg(uc, UC_X86_REG_RFLAGS) & RFLAGS_IF)) {
         v->reason = R_ASYNC; /* as after a Python hypercall: the delivery point */
         uc_emu_stop(uc);

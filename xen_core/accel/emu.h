@@ -12,6 +12,7 @@
 #define EMU_EXIT_IO_IN 3
 #define EMU_EXIT_IO_OUT 4
 #define EMU_EXIT_HALT 5
+#define EMU_EXIT_EVTCHN_KICK 6 /* args: domid, port, vcpu, flags (evtchn_fast.c) */
 
 /* emu_run() results. */
 #define EMU_RUN_STOPPED 0

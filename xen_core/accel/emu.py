@@ -141,6 +141,8 @@ class EmuVcpu:
             h.wrmsr(self, msr, value)
         elif kind == 5:  # EMU_EXIT_HALT
             h.halt(self)
+        elif kind == 6:  # EMU_EXIT_EVTCHN_KICK: a send answered in C wakes a vCPU in Python
+            self._machine._evtchn.kick(a0, a1, a2, a3)
         else:
             raise RuntimeError(f"emu: unknown exit kind {kind}")
 

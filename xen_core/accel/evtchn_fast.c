@@ -105,6 +105,19 @@ void evf_uncache(struct evf_table *t, uint32_t port)
         return;
     pthread_mutex_lock(&evf_lock);
     t->cached[port] = 0;
+    t->gt[port] = NULL;
+    pthread_mutex_unlock(&evf_lock);
+}
+
+void evf_cache_guest(struct evf_table *t, uint32_t port, struct evf_table *g, uint32_t gport,
+                     uint32_t vcpu)
+{
+    if (port >= EVF_NR_PORTS || gport >= EVF_NR_PORTS)
+        return;
+    pthread_mutex_lock(&evf_lock);
+    t->gt[port] = g;
+    t->gtport[port] = gport;
+    t->gtvcpu[port] = vcpu;
     pthread_mutex_unlock(&evf_lock);
 }
 
@@ -117,24 +130,31 @@ void evf_uncache_fd(struct evf_table *t, int fd)
     pthread_mutex_unlock(&evf_lock);
 }
 
+static int deliver_locked(struct evf_table *g, uint32_t p, uint32_t vc, struct evf_serve *s);
+
 /* EVTCHNOP_send on `port` of the table's guest: 0 when done here (what
- * Xen's evtchn_send + the evtchn device would do), -1 to take the slow
- * path (not cached). */
-int evf_send(struct evf_table *t, uint32_t port)
+ * Xen's evtchn_send + the evtchn device would do), 1 when done but a vCPU
+ * of the receiving guest may wait in Python (`kick` says which: Python
+ * kicks it), -1 to take the slow path (not cached). */
+int evf_send(struct evf_table *t, uint32_t port, struct evf_serve *kick)
 {
     if (port >= EVF_NR_PORTS)
         return -1;
+    int rc = -1;
     pthread_mutex_lock(&evf_lock);
-    if (!t->cached[port]) {
-        pthread_mutex_unlock(&evf_lock);
-        return -1;
+    if (t->cached[port]) {
+        uint32_t rport = t->rport[port];
+        if (mark_locked(t->dom0, rport))
+            write_locked(t->dom0, t->fd[port], rport);
+        rc = 0;
+    } else if (t->gt[port]) {
+        int r = deliver_locked(t->gt[port], t->gtport[port], t->gtvcpu[port], kick);
+        rc = r == EVF_SERVE_SLOW ? -1 : r == EVF_SERVE_KICK ? 1 : 0;
     }
-    uint32_t rport = t->rport[port];
-    if (mark_locked(t->dom0, rport))
-        write_locked(t->dom0, t->fd[port], rport);
-    t->fast_sends++;
+    if (rc >= 0)
+        t->fast_sends++;
     pthread_mutex_unlock(&evf_lock);
-    return 0;
+    return rc;
 }
 
 /* evtchn_2l_set_pending + the start of vcpu_mark_events_pending on host
@@ -253,9 +273,16 @@ void evf_guest_gone(struct evf_table *t)
 static int notify_locked(struct evf_dom0 *d, uint32_t port, struct evf_serve *s)
 {
     struct evf_table *g = d->target[port];
-    if (!g || !g->live)
+    if (!g)
         return EVF_SERVE_SLOW;
-    uint32_t p = d->tport[port], vc = d->tvcpu[port];
+    return deliver_locked(g, d->tport[port], d->tvcpu[port], s);
+}
+
+/* An event for port `p` of guest `g`, notify vCPU `vc` (see notify_locked). */
+static int deliver_locked(struct evf_table *g, uint32_t p, uint32_t vc, struct evf_serve *s)
+{
+    if (!g->live)
+        return EVF_SERVE_SLOW;
     if (vc >= EVF_MAX_VCPUS || !g->ready[vc] || !g->vcpu[vc])
         return EVF_SERVE_SLOW;
     uint64_t vi = g->vinfo[vc];

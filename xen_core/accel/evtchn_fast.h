@@ -58,6 +58,9 @@ struct evf_table {
     uint8_t ready[EVF_MAX_VCPUS];
     uint64_t vinfo[EVF_MAX_VCPUS]; /* host address of vcpu_info, 0: none yet */
     struct emu_vcpu *vcpu[EVF_MAX_VCPUS];
+    /* this guest's ports whose peer is another guest (or itself) */
+    struct evf_table *gt[EVF_NR_PORTS];
+    uint32_t gtport[EVF_NR_PORTS], gtvcpu[EVF_NR_PORTS];
 };
 
 /* A handle's command loop (evf_serve): in/out state between calls. */
@@ -77,7 +80,10 @@ int evf_write_port(struct evf_dom0 *d, int fd, uint32_t port);
 void evf_cache(struct evf_table *t, uint32_t port, int fd, uint32_t rport);
 void evf_uncache(struct evf_table *t, uint32_t port);
 void evf_uncache_fd(struct evf_table *t, int fd);
-int evf_send(struct evf_table *t, uint32_t port);
+struct evf_serve;
+int evf_send(struct evf_table *t, uint32_t port, struct evf_serve *kick);
+void evf_cache_guest(struct evf_table *t, uint32_t port, struct evf_table *g, uint32_t gport,
+                     uint32_t vcpu);
 
 void evf_dom0_own(struct evf_dom0 *d, uint32_t port, uint32_t token);
 void evf_handle_gone(struct evf_dom0 *d, uint32_t token);
