@@ -27,8 +27,9 @@
  * - Asynchronous stop/interrupt only at block boundaries, from the block
  *   hook on the vCPU's own thread (never an emu_start timeout).
  *   emu_set_async_irq(v, 0) turns the interrupt half off: a pending vector
- *   then waits for a hypercall or hlt (the check that a guest behaves the
- *   same either way; C_ASYNC_IRQ_STOPS counts the block-hook deliveries).
+ *   then waits for a hypercall or hlt, whatever else stops the engine (the
+ *   check that a guest behaves the same either way; C_ASYNC_IRQ_STOPS
+ *   counts the block-hook deliveries).
  */
 #include "emu_priv.h"
 
@@ -104,10 +105,12 @@ static int call_python(struct emu_vcpu *v, uc_engine *uc)
     }
     if (uc && (atomic_load_explicit(&v->flags, memory_order_relaxed) & (F_STOP | F_OPS | F_RIP))) {
         v->reason = R_ASYNC; /* the handler asked to stop: end of this block */
+        v->irq_point = v->exit.kind == EMU_EXIT_HYPERCALL;
         uc_emu_stop(uc);
     } else if (uc && !v->async_irq && v->exit.kind == EMU_EXIT_HYPERCALL && irq_pending(v) &&
                (rreg(uc, UC_X86_REG_RFLAGS) & RFLAGS_IF)) {
         v->reason = R_ASYNC; /* no block-hook delivery: the hypercall is the point */
+        v->irq_point = 1;
         uc_emu_stop(uc);
     }
     return 0;
@@ -641,7 +644,11 @@ int emu_run(struct emu_vcpu *v)
         }
         uint64_t rip = rreg(v->uc, UC_X86_REG_RIP);
         v->reason = R_NONE;
-        if (maybe_deliver_irq(v, rip) != 0) {
+        /* With async_irq off, only a hypercall or hlt delivers (not a stop
+         * for a new wrmsr site or a memory op another thread queued). */
+        bool point = v->async_irq || v->irq_point;
+        v->irq_point = 0;
+        if (point && maybe_deliver_irq(v, rip) != 0) {
             result = v->reason == R_TRIPLE ? EMU_RUN_TRIPLE_FAULT : EMU_RUN_ERROR;
             break;
         }
@@ -689,6 +696,7 @@ int emu_run(struct emu_vcpu *v)
             result = EMU_RUN_ERROR;
             break;
         }
+        v->irq_point = 1;
         /* hlt: wait in the core unless an interrupt is already deliverable
          * or a stop is pending (the loop top returns it). */
         if (!(atomic_load(&v->flags) & F_STOP) &&

@@ -89,6 +89,7 @@ struct emu_vcpu {
     int reason;
     int c_hypercalls; /* benchmark: answer hypercalls in C, no Python */
     int async_irq; /* deliver interrupts at block boundaries while busy */
+    int irq_point; /* async_irq off: this stop is at a hypercall or hlt */
     uint64_t slice_start;
     uint64_t syscall_rip;
     uint64_t pending_rip;
