@@ -108,12 +108,16 @@ def main():
     bridge = make_bridge()
     d = Dom0()
     rows = {k: [] for k in ("gw", "hw", "gr", "hr", "g2h", "h2g", "lo")}
+    features = ""
     try:
         extra = [f"vif=['bridge={bridge}']"] if bridge else []
         d.xl("create", CONFIG, f'name="{NAME}"',
              f"disk=['format=raw, vdev=xvda, access=rw, target={img}']",
              'cmdline="console=hvc0 pyxen.disk=xvda"', *extra, timeout=WAIT)
         wait_for(lambda: "PYXEN-SHELL" in d.console_log(NAME), "the /init shell", WAIT)
+        # What blkfront negotiated with our backend (persistent grants, ...).
+        m = re.search(r"blkfront: xvda: (.*?)\s*$", d.console_log(NAME), re.M)
+        features = m.group(1) if m else "(blkfront line not found)"
         n = f"bs=1M count={args.mb}"
         for _ in range(args.runs):
             rows["gw"].append(guest_dd_mb_s(d, args.mb, f"if=/dev/zero of=/dev/xvda {n} seek=1 "
@@ -147,6 +151,7 @@ def main():
     med = {k: statistics.median(v) if v else None for k, v in rows.items()}
     print(f"Linux {assets['kernel_release']} PVH domU (software CPU): xvda {args.mb} MiB "
           f"O_DIRECT dd, median of {args.runs}")
+    print(f"blkfront: {features}")
     print(f"{'figure':<34} {'ours':>10} {'reference':>10} {'ratio':>7}  reference is")
     table = [("xvda write MB/s (dd oflag=direct)", "gw", "hw", "host dd, same image"),
              ("xvda read MB/s (dd iflag=direct)", "gr", "hr", "host dd, same image")]
