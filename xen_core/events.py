@@ -167,9 +167,13 @@ class EventCore:
         if d.fast is None or rd.fast is None:
             return
         if d.domid == 0:
-            if rd.domid != 0 and self._ready(rd, r.notify_vcpu):   # dom0 to dom0 stays Python's
-                if not self.dom0_state.notify_cached(port):
-                    self.dom0_state.cache_notify(port, rd.fast, r.port, r.notify_vcpu)
+            cached = self.dom0_state.notify_cached(port)
+            if rd.domid == 0:   # another handle's port (unless an eventfd one)
+                fd = getattr(r.owner, "fast_fd", lambda port: None)(r.port)
+                if fd is not None and not cached:
+                    self.dom0_state.cache_dom0(port, fd, r.port)
+            elif self._ready(rd, r.notify_vcpu) and not cached:   # (re)fills the vCPU
+                self.dom0_state.cache_notify(port, rd.fast, r.port, r.notify_vcpu)
             return
         if rd.domid != 0:   # another guest (or itself)
             if not d.fast.guest_cached(port) and self._ready(rd, r.notify_vcpu):
@@ -225,8 +229,8 @@ class EventCore:
         """A dom0 handle's socket is closing: no cached send may write to
         its number again (its ports were closed first; this is the backstop)."""
         with self.evtchn.lock:
-            for domid, t in self.evtchn.domains.items():
-                if t.fast is not None and domid != 0:
+            for t in self.evtchn.domains.values():
+                if t.fast is not None:
                     t.fast.uncache_fd(fd)
 
     @staticmethod

@@ -76,8 +76,17 @@ class Dom0PortState:
         """Either end of dom0 port `port`'s channel changed."""
         lib.evf_uncache_notify(self.cdata, port)
 
+    def cache_dom0(self, port: int, fd: int, rport: int) -> None:
+        """Notifies on `port` go to dom0 port `rport` of the handle whose
+        socket is `fd` (dom0 to dom0)."""
+        lib.evf_cache_dom0(self.cdata, port, fd, rport)
+
+    def uncache_fd(self, fd: int) -> None:
+        lib.evf_dom0_uncache_fd(self.cdata, fd)
+
     def notify_cached(self, port: int) -> bool:
-        return 0 <= port < NR_PORTS and self.cdata.target[port] != ffi.NULL
+        return 0 <= port < NR_PORTS and (self.cdata.target[port] != ffi.NULL
+                                         or bool(self.cdata.dcached[port]))
 
     @property
     def fast_commands(self) -> int:

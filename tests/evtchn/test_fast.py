@@ -366,7 +366,7 @@ def test_guest_changes_flush_c_delivery(world):
     assert not fast.cdata.live and not ec.dom0_state.notify_cached(lp)
 
 
-def test_dom0_to_dom0_stays_python(world):
+def test_dom0_to_dom0_notify_cached_after_python(world):
     from xen_core.dom0_ops import EVTCHN_CMD_NOTIFY, EvtchnHandle
     core, d, ec, a = world
     b = EvtchnHandle(core, 2)
@@ -376,9 +376,25 @@ def test_dom0_to_dom0_stays_python(world):
         pb, _ = b.bind(lambda o: ec.evtchn.bind_interdomain(0, 0, pa, owner=o), False)
         assert read_ports(b) == [pb]
         ec.evtchn.unmask(0, pb)
-        command(a, EVTCHN_CMD_NOTIFY, pa)
+        command(a, EVTCHN_CMD_NOTIFY, pa)                 # Python, which caches it
         wait_until(lambda: ec.dom0_state.masked(pb), "delivery to b")
-        assert read_ports(b) == [pb] and not ec.dom0_state.notify_cached(pa)
+        assert read_ports(b) == [pb] and ec.dom0_state.notify_cached(pa)
+        n = ec.dom0_state.fast_commands
+        command(a, EVTCHN_CMD_NOTIFY, pa)                 # masked: latched, in C
+        wait_until(lambda: ec.dom0_state.fast_commands > n, "the cached notify")
+        assert read_ports(b) == [] and ec.dom0_state.latched(pb)
+        ec.evtchn.unmask(0, pb)                           # b's unmask fires it again
+        assert read_ports(b) == [pb]
+        b.unbind(pb)                                      # b's end changed
+        assert not ec.dom0_state.notify_cached(pa)
+        command(a, EVTCHN_CMD_NOTIFY, pa)                 # unbound now: dropped
+        pb2, _ = b.bind(lambda o: ec.evtchn.alloc_unbound(0, x.DOMID_SELF, 0, owner=o), False)
+        assert pb2 == pb and not ec.dom0_state.masked(pb)
+        gport, lp, _ = connect(d, ec, a)                  # a sentinel on a's stream
+        guest_ack(d, gport)
+        command(a, EVTCHN_CMD_NOTIFY, lp)
+        wait_until(lambda: guest_pending(d, gport), "the sentinel")
+        assert read_ports(b) == []                        # nothing reached the reused port
     finally:
         b.close()
 

@@ -76,7 +76,8 @@ double emu_bench_bare_loop(uint64_t iterations, int empty_block_hook);
 struct evf_table;
 struct evf_dom0 { uint8_t state[4096]; uint64_t lost; uint32_t owner[4096];
                   struct evf_table *target[4096]; uint32_t tport[4096], tvcpu[4096];
-                  uint64_t fast_commands; };
+                  uint64_t fast_commands; uint8_t dcached[4096]; int32_t dfd[4096];
+                  uint32_t dport[4096]; };
 struct evf_table { struct evf_dom0 *dom0; uint32_t hypercall, send_op; uint8_t cached[4096];
                    int32_t fd[4096]; uint32_t rport[4096]; uint64_t fast_sends;
                    int live; uint32_t domid; struct emu_machine *m; uint64_t pending, mask;
@@ -92,6 +93,8 @@ void evf_handle_gone(struct evf_dom0 *d, uint32_t token);
 void evf_cache_notify(struct evf_dom0 *d, uint32_t port, struct evf_table *g, uint32_t gport,
                       uint32_t vcpu);
 void evf_uncache_notify(struct evf_dom0 *d, uint32_t port);
+void evf_cache_dom0(struct evf_dom0 *d, uint32_t port, int fd, uint32_t rport);
+void evf_dom0_uncache_fd(struct evf_dom0 *d, int fd);
 void evf_guest_vcpu(struct evf_table *t, uint32_t vcpu, uint64_t vinfo, struct emu_vcpu *v);
 void evf_guest_flush(struct evf_table *t);
 void evf_guest_forget_vcpu(struct evf_table *t, uint32_t vcpu);

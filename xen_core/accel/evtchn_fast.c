@@ -221,6 +221,27 @@ void evf_uncache_notify(struct evf_dom0 *d, uint32_t port)
         return;
     pthread_mutex_lock(&evf_lock);
     d->target[port] = NULL;
+    d->dcached[port] = 0;
+    pthread_mutex_unlock(&evf_lock);
+}
+
+void evf_cache_dom0(struct evf_dom0 *d, uint32_t port, int fd, uint32_t rport)
+{
+    if (port >= EVF_NR_PORTS || rport >= EVF_NR_PORTS || fd < 0)
+        return;
+    pthread_mutex_lock(&evf_lock);
+    d->dfd[port] = fd;
+    d->dport[port] = rport;
+    d->dcached[port] = 1;
+    pthread_mutex_unlock(&evf_lock);
+}
+
+void evf_dom0_uncache_fd(struct evf_dom0 *d, int fd)
+{
+    pthread_mutex_lock(&evf_lock);
+    for (int p = 0; p < EVF_NR_PORTS; p++)
+        if (d->dcached[p] && d->dfd[p] == fd)
+            d->dcached[p] = 0;
     pthread_mutex_unlock(&evf_lock);
 }
 
@@ -272,6 +293,12 @@ void evf_guest_gone(struct evf_table *t)
  * Python (blocked, polling): the bits are set, Python wakes it. */
 static int notify_locked(struct evf_dom0 *d, uint32_t port, struct evf_serve *s)
 {
+    if (d->dcached[port]) { /* another handle's port: the device's delivery */
+        uint32_t rport = d->dport[port];
+        if (mark_locked(d, rport))
+            write_locked(d, d->dfd[port], rport);
+        return -1;
+    }
     struct evf_table *g = d->target[port];
     if (!g)
         return EVF_SERVE_SLOW;

@@ -34,6 +34,10 @@ struct evf_dom0 {
     struct evf_table *target[EVF_NR_PORTS];
     uint32_t tport[EVF_NR_PORTS], tvcpu[EVF_NR_PORTS];
     uint64_t fast_commands;
+    /* a notify whose peer is another dom0 handle's port: its socket, port */
+    uint8_t dcached[EVF_NR_PORTS];
+    int32_t dfd[EVF_NR_PORTS];
+    uint32_t dport[EVF_NR_PORTS];
 };
 
 /* One guest: its ports whose peer is a dom0 evtchn handle (a send writes
@@ -90,6 +94,8 @@ void evf_handle_gone(struct evf_dom0 *d, uint32_t token);
 void evf_cache_notify(struct evf_dom0 *d, uint32_t port, struct evf_table *g, uint32_t gport,
                       uint32_t vcpu);
 void evf_uncache_notify(struct evf_dom0 *d, uint32_t port);
+void evf_cache_dom0(struct evf_dom0 *d, uint32_t port, int fd, uint32_t rport);
+void evf_dom0_uncache_fd(struct evf_dom0 *d, int fd);
 void evf_guest_vcpu(struct evf_table *t, uint32_t vcpu, uint64_t vinfo, struct emu_vcpu *v);
 void evf_guest_flush(struct evf_table *t);
 void evf_guest_forget_vcpu(struct evf_table *t, uint32_t vcpu);
