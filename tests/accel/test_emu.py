@@ -452,6 +452,14 @@ def test_close_while_running_is_refused(guest):
     assert not g.vcpu._running
 
 
+def test_kick_after_close_is_a_no_op(guest):
+    """A timer or event thread may kick a vCPU that destroy just closed."""
+    g = guest("hlt")
+    g.vcpu.kick()                 # live: wakes nothing, harms nothing
+    g.vcpu.close()
+    g.vcpu.kick()                 # closed: ignored, not a cffi error
+
+
 HANDLERS = """
 ud_handler:                          # #UD: skip ud2, report vector 6 and frame
     mov rdi, 6

@@ -111,6 +111,9 @@ class EmuVcpu:
         self._hypercall = None
         self._exc: BaseException | None = None
         self._running = False
+        # kick() comes from timer and event threads; close() frees the C
+        # vCPU under this lock so a late kick finds None, not freed memory.
+        self._free_lock = threading.Lock()
         self.error = ""
         err = ffi.new("char[256]")
         self._v = lib.emu_vcpu_new(machine._m, vcpu_id, self._token, err, 256)
@@ -204,8 +207,10 @@ class EmuVcpu:
 
     def kick(self) -> None:
         """The core woke this vCPU (an event, its timer): ends a hlt that
-        waits in C (see HALT_WAIT_NS)."""
-        lib.emu_kick(self._v)
+        waits in C (see HALT_WAIT_NS). A no-op once the vCPU is closed."""
+        with self._free_lock:
+            if self._v is not None:
+                lib.emu_kick(self._v)
 
     def get_regs(self) -> dict[str, int]:
         lib.emu_get_regs(self._v, self._regs)
@@ -235,12 +240,13 @@ class EmuVcpu:
     def close(self) -> None:
         if self._running:
             raise RuntimeError(f"emu vcpu {self.id} is running: stop it before close")
-        if self._v is not None and self._v != ffi.NULL:
-            if self._machine._evtchn is not None:   # C must not wake it any more
-                self._machine._evtchn.forget_vcpu(self.id)
-            lib.emu_vcpu_free(self._v)
+        with self._free_lock:
+            if self._v is not None and self._v != ffi.NULL:
+                if self._machine._evtchn is not None:   # C must not wake it any more
+                    self._machine._evtchn.forget_vcpu(self.id)
+                lib.emu_vcpu_free(self._v)
+            self._v = None
         _LIVE.pop(self._token, None)
-        self._v = None
         self._machine._vcpus.pop(self.id, None)
 
 
