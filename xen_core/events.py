@@ -12,6 +12,7 @@ bound them, and teardown when a domain is destroyed.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 
@@ -147,7 +148,8 @@ class EventCore:
         delivery = TwoLevel(_SafeBits(mem), shared,
                             vcpu_info=lambda vcpu: self._vcpu_info(d, vcpu),
                             upcall=lambda vcpu: self._upcall(d, vcpu),
-                            pollers=lambda port: self._wake_pollers(d, port))
+                            pollers=lambda port: self._wake_pollers(d, port),
+                            guard=getattr(d.machine, "paused", contextlib.nullcontext))
         table = EvtchnDomain(domid, d.max_vcpus, delivery, privileged=d.privileged)
         attach = getattr(d.machine, "set_evtchn_fast", None)
         if attach is not None and self.dom0_state is not None:

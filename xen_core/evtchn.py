@@ -15,9 +15,10 @@ the guest's return value.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, ContextManager, Protocol
 
 from .abi import event_channel as e
 from .abi import shared_info as si
@@ -80,8 +81,13 @@ class TwoLevel:
 
     def __init__(self, bits: SharedBits, shared_info: int,
                  vcpu_info: Callable[[int], int | None],
-                 upcall: Callable[[int], None], pollers: Callable[[int], None]):
+                 upcall: Callable[[int], None], pollers: Callable[[int], None],
+                 guard: Callable[[], ContextManager] = contextlib.nullcontext):
+        """`guard()`: held around each read-modify-write of the bitmaps and
+        evtchn_pending_sel, for an engine whose `lock` instructions are not
+        atomic against this thread (emu: EmuMachine.paused)."""
         self.bits = bits
+        self.guard = guard
         self.pending = shared_info + si.SHARED_INFO_EVTCHN_PENDING
         self.mask = shared_info + si.SHARED_INFO_EVTCHN_MASK
         self.vcpu_info = vcpu_info
@@ -92,37 +98,42 @@ class TwoLevel:
     def _word(port: int) -> tuple[int, int]:
         return 8 * (port // BITS_PER_WORD), port % BITS_PER_WORD
 
-    def _mark_pending(self, vcpu: int, port: int) -> None:
+    def _mark(self, vcpu: int, port: int) -> bool:
+        """evtchn_pending_sel, then evtchn_upcall_pending; True when the
+        latter went 0 -> 1 (the caller makes the upcall, outside the guard)."""
         info = self.vcpu_info(vcpu)
         if info is None:
-            return
+            return False
         sel = port // BITS_PER_WORD
         if self.bits.test_and_set_bit(info + si.VCPU_INFO_PENDING_SEL, sel):
-            return
-        if self.bits.set_byte(info + si.VCPU_INFO_UPCALL_PENDING, 1):
-            return
-        self.upcall(vcpu)
+            return False
+        return not self.bits.set_byte(info + si.VCPU_INFO_UPCALL_PENDING, 1)
 
     def set_pending(self, vcpu: int, port: int) -> None:
         # Strict order as in evtchn_2l_set_pending: pending, then mask, then sel.
         word, bit = self._word(port)
         combined = getattr(self.bits, "set_pending_2l", None)
         if combined is not None:   # the same four steps in one call (SharedBits2L)
-            r = combined(self.pending + word, self.mask + word, self.vcpu_info(vcpu), port)
+            info = self.vcpu_info(vcpu)
+            with self.guard():
+                r = combined(self.pending + word, self.mask + word, info, port)
             if r & SET_PENDING_UPCALL:
                 self.upcall(vcpu)
             if r & SET_PENDING_NEW:
                 self.pollers(port)
             return
-        if self.bits.test_and_set_bit(self.pending + word, bit):
-            return
-        if not self.bits.test_bit(self.mask + word, bit):
-            self._mark_pending(vcpu, port)
+        with self.guard():
+            if self.bits.test_and_set_bit(self.pending + word, bit):
+                return
+            upcall = not self.bits.test_bit(self.mask + word, bit) and self._mark(vcpu, port)
+        if upcall:
+            self.upcall(vcpu)
         self.pollers(port)
 
     def clear_pending(self, port: int) -> None:
         word, bit = self._word(port)
-        self.bits.test_and_clear_bit(self.pending + word, bit)
+        with self.guard():
+            self.bits.test_and_clear_bit(self.pending + word, bit)
 
     def is_pending(self, port: int) -> bool:
         word, bit = self._word(port)
@@ -134,9 +145,11 @@ class TwoLevel:
 
     def unmask(self, vcpu: int, port: int) -> None:
         word, bit = self._word(port)
-        if self.bits.test_and_clear_bit(self.mask + word, bit) and \
-                self.bits.test_bit(self.pending + word, bit):
-            self._mark_pending(vcpu, port)
+        with self.guard():
+            upcall = self.bits.test_and_clear_bit(self.mask + word, bit) and \
+                self.bits.test_bit(self.pending + word, bit) and self._mark(vcpu, port)
+        if upcall:
+            self.upcall(vcpu)
 
 
 class PortFlags:

@@ -113,8 +113,12 @@ def test_guest_guest_ping_pong(pc, events):
         assert got[dom]["shutdown_reason"] == s.SHUTDOWN_poweroff, out
         assert f"evtchn-ping: {n} events" in out, out
         engine = pc.domain_info(dom)["vcpus"][0]["engine"]
-        if "fast_hypercalls" in engine:   # emu: all sends but the first answered in C
-            assert engine["fast_hypercalls"] == n - 1, out
+        if "fast_hypercalls" in engine:
+            # emu: the first send went through Python (which cached the
+            # channel); later ones are answered in C when the peer's CPU
+            # lock is free (it waits in hlt), through Python when its
+            # vCPU is in guest code (evf: emu_machine_pause, issue 9).
+            assert 0 < engine["fast_hypercalls"] <= n - 1, out
         assert re.search(r"\(VIRQ_CONSOLE [1-9]\d*\)", out), out   # input raised it
         pc.domain_destroy(dom)
 

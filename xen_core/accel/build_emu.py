@@ -102,6 +102,8 @@ void evf_guest_gone(struct evf_table *t);
 int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf, int cap,
               struct evf_serve *s);
 int emu_machine_all_in_c(struct emu_machine *m);
+int emu_machine_pause(struct emu_machine *m, int wait);
+void emu_machine_resume(struct emu_machine *m);
 int evf_send(struct evf_table *t, uint32_t port, struct evf_serve *kick);
 void evf_cache_guest(struct evf_table *t, uint32_t port, struct evf_table *g, uint32_t gport,
                      uint32_t vcpu);

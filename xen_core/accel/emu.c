@@ -45,6 +45,11 @@ static uint64_t now_ns(void)
     return t.tv_sec * 1000000000ull + t.tv_nsec;
 }
 
+/* The machine whose CPU lock this thread holds (a vCPU in guest code or a
+ * hook, or a host thread in emu_machine_pause), so a delivery made from
+ * inside a hook does not wait for itself. */
+static __thread struct emu_machine *held_here;
+
 static void cpu_lock(struct emu_vcpu *v)
 {
     struct emu_machine *m = v->m;
@@ -62,6 +67,7 @@ static void cpu_lock(struct emu_vcpu *v)
     v->slice_start = now_ns();
     if (m->nwaiting)
         atomic_fetch_or(&v->flags, F_YIELD);
+    held_here = m;
     pthread_mutex_unlock(&m->big);
 }
 
@@ -72,6 +78,53 @@ static void cpu_unlock(struct emu_vcpu *v)
     m->holder = NULL;
     m->serving++;
     atomic_fetch_and(&v->flags, ~F_YIELD);
+    held_here = NULL;
+    pthread_cond_broadcast(&m->turn);
+    pthread_mutex_unlock(&m->big);
+}
+
+/* Another thread's read-modify-write of memory the guest also changes with
+ * `lock`-prefixed instructions (event-channel bitmaps, evtchn_pending_sel,
+ * the mask): unicorn performs those as load + store (no CF_PARALLEL), so
+ * a bit a host atomic sets between the guest's load and store is lost
+ * (measured: Linux's `lock btr` of one port wiping another port's fresh
+ * pending bit, its timer VIRQ never handled again). Such a writer takes
+ * the CPU lock like a vCPU: no guest instruction is then half done. The
+ * holder yields at its next block boundary. wait=0: only if no vCPU holds
+ * or waits for it. Returns 1 taken, 2 already held by this thread (do
+ * not resume), 0 busy (wait=0). */
+int emu_machine_pause(struct emu_machine *m, int wait)
+{
+    if (held_here == m)
+        return 2;
+    pthread_mutex_lock(&m->big);
+    if (!wait && m->next_ticket != m->serving) {
+        pthread_mutex_unlock(&m->big);
+        return 0;
+    }
+    uint64_t ticket = m->next_ticket++;
+    if (ticket != m->serving) {
+        m->nwaiting++;
+        atomic_fetch_add(&m->host_waiting, 1);
+        if (m->holder)
+            atomic_fetch_or(&m->holder->flags, F_YIELD);
+        while (ticket != m->serving)
+            pthread_cond_wait(&m->turn, &m->big);
+        atomic_fetch_sub(&m->host_waiting, 1);
+        m->nwaiting--;
+    }
+    m->holder = NULL;
+    held_here = m;
+    pthread_mutex_unlock(&m->big);
+    return 1;
+}
+
+void emu_machine_resume(struct emu_machine *m)
+{
+    pthread_mutex_lock(&m->big);
+    m->holder = NULL;
+    m->serving++;
+    held_here = NULL;
     pthread_cond_broadcast(&m->turn);
     pthread_mutex_unlock(&m->big);
 }
@@ -414,7 +467,8 @@ static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
             uc_emu_stop(uc);
             return;
         }
-        if ((f & F_YIELD) && now_ns() - v->slice_start >= SLICE_NS) {
+        if ((f & F_YIELD) && (atomic_load_explicit(&v->m->host_waiting, memory_order_relaxed) ||
+                              now_ns() - v->slice_start >= SLICE_NS)) {
             cpu_unlock(v); /* let the waiting vCPU run; this engine pauses here */
             cpu_lock(v);
             f = atomic_load_explicit(&v->flags, memory_order_relaxed);

@@ -76,6 +76,8 @@ void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns);
 struct evf_table;
 void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t);
 int emu_machine_all_in_c(struct emu_machine *m);
+int emu_machine_pause(struct emu_machine *m, int wait);
+void emu_machine_resume(struct emu_machine *m);
 int emu_get_regs(struct emu_vcpu *v, uint64_t *regs);
 int emu_set_regs(struct emu_vcpu *v, const uint64_t *regs);
 int emu_get_sregs(struct emu_vcpu *v, uint64_t *sregs);

@@ -16,6 +16,7 @@ Environment (read once, at import):
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import mmap
 import os
@@ -265,6 +266,7 @@ class EmuMachine:
         self._regions: dict[int, tuple[int, int, bool]] = {}   # gpa -> (size, host, ro)
         self._vcpus: dict[int, EmuVcpu] = {}
         self._evtchn = None   # the event-channel fast-path table C points to
+        self._life = threading.Lock()   # close() never frees the machine under paused()
 
     def _check_range(self, gpa: int, size: int) -> None:
         if gpa % PAGE_SIZE or size % PAGE_SIZE or size <= 0:
@@ -298,6 +300,21 @@ class EmuMachine:
         for v in self._vcpus.values():
             lib.emu_invalidate(v._v, gpa, size)
 
+    @contextlib.contextmanager
+    def paused(self):
+        """No vCPU of this machine is inside guest code meanwhile: for the
+        core's read-modify-writes of words the guest changes with `lock`
+        instructions (event-channel bitmaps), which unicorn does not make
+        atomic against another thread (emu_machine_pause in emu.c)."""
+        with self._life:
+            m = self._m
+            taken = lib.emu_machine_pause(m, 1) if m is not None else 0
+            try:
+                yield
+            finally:
+                if taken == 1:
+                    lib.emu_machine_resume(m)
+
     def set_evtchn_fast(self, table) -> None:
         """Answer EVTCHNOP_send in C from `table` (xen_core.evtchn_fast.FastPorts)."""
         self._evtchn = table
@@ -327,9 +344,10 @@ class EmuMachine:
             self._evtchn.gone()
         for v in list(self._vcpus.values()):
             v.close()
-        if self._m is not None:
-            lib.emu_machine_free(self._m)
-            self._m = None
+        with self._life:
+            if self._m is not None:
+                lib.emu_machine_free(self._m)
+                self._m = None
 
 
 class EmuAccelerator:

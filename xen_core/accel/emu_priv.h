@@ -73,6 +73,7 @@ struct emu_machine {
     int nwaiting;
     struct evf_table *evtchn; /* sends answered in C (evtchn_fast.c), or NULL */
     _Atomic int outside; /* vCPUs not in emu_run's C right now (in Python, idle) */
+    _Atomic int host_waiting; /* threads waiting in emu_machine_pause: yield at once */
 };
 
 struct emu_vcpu {

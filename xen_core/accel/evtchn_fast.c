@@ -312,9 +312,19 @@ static int deliver_locked(struct evf_table *g, uint32_t p, uint32_t vc, struct e
         return EVF_SERVE_SLOW;
     if (vc >= EVF_MAX_VCPUS || !g->ready[vc] || !g->vcpu[vc])
         return EVF_SERVE_SLOW;
+    /* The guest's vCPUs must not be inside an instruction that rewrites
+     * these words (emu_machine_pause): take its CPU lock if free, or
+     * already ours (a send from one of its own vCPUs). Waiting here under
+     * evf_lock could deadlock with a holder whose send wants evf_lock, so
+     * a busy guest gets the event through Python, which waits. */
+    int paused = g->m ? emu_machine_pause(g->m, 0) : 2;
+    if (!paused)
+        return EVF_SERVE_SLOW;
     uint64_t vi = g->vinfo[vc];
     int r = evf_2l_set_pending(g->pending + 8 * (p / 64), g->mask + 8 * (p / 64),
                                vi ? vi + g->sel_off : 0, vi ? vi + g->upcall_off : 0, p);
+    if (paused == 1)
+        emu_machine_resume(g->m);
     if (r & EVF_2L_UPCALL) {
         if (g->vector >= 0x10)
             emu_request_interrupt(g->vcpu[vc], g->vector);

@@ -104,6 +104,8 @@ int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf
               struct evf_serve *s);
 /* emu.c */
 int emu_machine_all_in_c(struct emu_machine *m);
+int emu_machine_pause(struct emu_machine *m, int wait);
+void emu_machine_resume(struct emu_machine *m);
 void emu_request_interrupt(struct emu_vcpu *v, int vector);
 void emu_kick(struct emu_vcpu *v);
 
