@@ -107,18 +107,20 @@ def add_vbd(store, domid, devid, target, mode="w", device_type="disk", params=No
 class BlkFront:
     """A blkfront double: the real FrontRing over pages it grants."""
 
-    def __init__(self, store, transport, domid, devid, order=0):
+    def __init__(self, store, transport, domid, devid, order=0, queues=1):
         self.store, self.domid = store, domid
         self.bpath = f"/local/domain/0/backend/vbd/{domid}/{devid}"
         self.fpath = f"/local/domain/{domid}/device/vbd/{devid}"
         self.grants = transport.domain(domid)
-        self.pages = [bytearray(4096) for _ in range(1 << order)]
-        self.refs = [self.grants.grant(p) for p in self.pages]
-        sring = SharedRing(self.pages, blkif.ENTRY_SIZE)
-        sring.init()
-        self.ring = FrontRing(sring)
-        self.port, self.chan = transport.alloc_port(domid)
-        self.order = order
+        self.order, self.nr_queues = order, queues
+        self.queues = []          # per queue: (refs, FrontRing, port, channel)
+        for _ in range(queues):
+            pages = [bytearray(4096) for _ in range(1 << order)]
+            refs = [self.grants.grant(p) for p in pages]
+            sring = SharedRing(pages, blkif.ENTRY_SIZE)
+            sring.init()
+            self.queues.append((refs, FrontRing(sring)) + tuple(transport.alloc_port(domid)))
+        self.refs, self.ring, self.port, self.chan = self.queues[0]
 
     def be_state(self):
         return self.store.read(f"{self.bpath}/state")
@@ -129,29 +131,37 @@ class BlkFront:
             self.store.write(f"{self.fpath}/feature-persistent", persistent)
         if self.order:
             self.store.write(f"{self.fpath}/ring-page-order", self.order)
-            for i, r in enumerate(self.refs):
-                self.store.write(f"{self.fpath}/ring-ref{i}", r)
-        else:
-            self.store.write(f"{self.fpath}/ring-ref", self.refs[0])
-        self.store.write(f"{self.fpath}/event-channel", self.port)
+        if self.nr_queues > 1:     # blkfront's layout: queue-N/ring-ref..., event-channel
+            self.store.write(f"{self.fpath}/multi-queue-num-queues", self.nr_queues)
+        for q, (refs, _, port, _) in enumerate(self.queues):
+            qpath = f"{self.fpath}/queue-{q}" if self.nr_queues > 1 else self.fpath
+            if self.order:
+                for i, r in enumerate(refs):
+                    self.store.write(f"{qpath}/ring-ref{i}", r)
+            else:
+                self.store.write(f"{qpath}/ring-ref", refs[0])
+            self.store.write(f"{qpath}/event-channel", port)
         self.store.write(f"{self.fpath}/protocol", "x86_64-abi")
         self.store.write(f"{self.fpath}/state", 3)
-        wait_for(lambda: self.be_state() == "4", "backend Connected")
+        state = wait_for(lambda: (s := self.be_state()) in ("4", "5") and s, "backend Connected")
+        if state == "5":
+            raise ConnectionError("backend moved to Closing instead of Connected")
         self.store.write(f"{self.fpath}/state", 4)
 
-    def submit(self, *reqs):
+    def submit(self, *reqs, queue=0):
+        _, ring, _, chan = self.queues[queue]
         for r in reqs:
-            self.ring.put_request(r)
-        if self.ring.push_requests_and_check_notify():
-            self.chan.kick_backend()
+            ring.put_request(r)
+        if ring.push_requests_and_check_notify():
+            chan.kick_backend()
         got = []
         while len(got) < len(reqs):
-            select.select([self.chan.to_front_r], [], [], 0.2)
+            select.select([chan.to_front_r], [], [], 0.2)
             try:
-                os.read(self.chan.to_front_r, 4096)
+                os.read(chan.to_front_r, 4096)
             except BlockingIOError:
                 pass
-            got += responses(self.ring)
+            got += responses(ring)
             if len(got) < len(reqs) and self.be_state() == "5":
                 raise ConnectionError("backend closed the device")
         return got

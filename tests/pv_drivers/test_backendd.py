@@ -70,6 +70,36 @@ def test_multi_page_ring(store, backendd, tmp_path):
     assert [r[2] for r in front.submit(*reqs)] == [BLKIF_RSP_OKAY] * 100
 
 
+def test_multi_queue(store, backendd, tmp_path):
+    """blkfront's multi-queue layout (queue-N/ring-ref, queue-N/event-channel):
+    each queue is its own ring, all on the one image; a count above
+    multi-queue-max-queues fails that device only."""
+    img = image(tmp_path)
+    bpath, _ = add_vbd(store, 11, 51712, str(img))
+    front = BlkFront(store, backendd.transport_double, 11, 51712, order=1, queues=3)
+    front.connect()
+    assert store.read(f"{bpath}/multi-queue-max-queues") == "4"
+    data = [os.urandom(4096) for _ in range(3)]
+    for q in range(3):          # written through queue q, read back through the next
+        src = front.grants.grant(bytearray(data[q]), readonly=True)
+        assert front.submit(rw_request(BLKIF_OP_WRITE, q, 8 * q, [(src, 0, 7)]),
+                            queue=q)[0][2] == BLKIF_RSP_OKAY
+    for q in range(3):
+        dst = bytearray(4096)
+        ref = front.grants.grant(dst)
+        assert front.submit(rw_request(BLKIF_OP_READ, 10 + q, 8 * q, [(ref, 0, 7)]),
+                            queue=(q + 1) % 3)[0][2] == BLKIF_RSP_OKAY
+        assert bytes(dst) == data[q]
+    assert img.read_bytes()[:3 * 4096] == b"".join(data)
+
+    b2, _ = add_vbd(store, 12, 51712, str(img))
+    too_many = BlkFront(store, backendd.transport_double, 12, 51712, queues=5)
+    with pytest.raises(ConnectionError, match="Closing"):
+        too_many.connect()
+    assert store.read(f"{b2}/state") == "5"
+    assert "multi-queue-num-queues 5" in store.read("/local/domain/0/error/backend/vbd/12/51712/error")
+
+
 def test_read_only_and_cdrom(store, backendd, tmp_path):
     img = image(tmp_path)
     bpath, _ = add_vbd(store, 5, 51712, str(img), mode="r")
