@@ -12,6 +12,7 @@ kernel keeps a memfd's pages while any mapping holds them).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from grant_tables.table import GrantError, GrantTable, GrantTables
@@ -33,9 +34,13 @@ INVALID_HANDLE = 0xFFFF_FFFF
 class FrameEntries:
     """v1 entries in a domain's grant frames (memfd offsets)."""
 
-    def __init__(self, memory):
+    def __init__(self, memory, guard=contextlib.nullcontext):
+        """`guard()`: held around each read-modify-write of an entry's
+        flags, which the guest changes with `lock cmpxchg` (see
+        EmuMachine.paused: not atomic against this thread on emu)."""
         self.mem = memory
         self.atomics = MemfdAtomics(memory)
+        self.guard = guard
 
     def offset(self, ref: int) -> int:
         frame = self.mem.xenheap_frame(GRANT_XENHEAP_BASE + ref // g.ENTRIES_PER_FRAME_V1)
@@ -49,11 +54,15 @@ class FrameEntries:
             return g.GRANT_ENTRY_V1.unpack(self.mem.mm[off:off + 8])
 
     def cmpxchg_header(self, ref: int, old: int, new: int) -> int:
-        return self.atomics.cmpxchg_u32(self.offset(ref), old, new)
+        off = self.offset(ref)
+        with self.guard():
+            return self.atomics.cmpxchg_u32(off, old, new)
 
     def clear_flags(self, ref: int, bits: int) -> None:
         try:
-            self.atomics.clear_u16_bits(self.offset(ref), bits)
+            off = self.offset(ref)
+            with self.guard():
+                self.atomics.clear_u16_bits(off, bits)
         except GuestFault:
             pass
 
@@ -85,7 +94,8 @@ class GrantCore:
             d = self.core.domains.get(domid)
             if d is None or d.dying:
                 return None
-            entries = FrameEntries(d.memory) if d.memory is not None else None
+            entries = (FrameEntries(d.memory, getattr(d.machine, "paused", contextlib.nullcontext))
+                       if d.memory is not None else None)
             max_frames = min(getattr(d, "max_grant_frames", g.DEFAULT_MAX_GRANT_FRAMES),
                              (d.memory.nr_frames - d.memory.ram_frames - GRANT_XENHEAP_BASE)
                              if d.memory is not None else 0)
