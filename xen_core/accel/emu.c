@@ -114,6 +114,7 @@ int emu_machine_pause(struct emu_machine *m, int wait)
         m->nwaiting--;
     }
     m->holder = NULL;
+    m->pauser_held = held_here; /* a vCPU of another machine delivering here */
     held_here = m;
     pthread_mutex_unlock(&m->big);
     return 1;
@@ -124,7 +125,7 @@ void emu_machine_resume(struct emu_machine *m)
     pthread_mutex_lock(&m->big);
     m->holder = NULL;
     m->serving++;
-    held_here = NULL;
+    held_here = m->pauser_held;
     pthread_cond_broadcast(&m->turn);
     pthread_mutex_unlock(&m->big);
 }

@@ -74,6 +74,7 @@ struct emu_machine {
     struct evf_table *evtchn; /* sends answered in C (evtchn_fast.c), or NULL */
     _Atomic int outside; /* vCPUs not in emu_run's C right now (in Python, idle) */
     _Atomic int host_waiting; /* threads waiting in emu_machine_pause: yield at once */
+    struct emu_machine *pauser_held; /* what the pausing thread held before */
 };
 
 struct emu_vcpu {
