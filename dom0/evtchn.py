@@ -33,11 +33,10 @@ import socket
 import struct
 
 from xen_core.abi import xen as xenabi
+from xen_core.abi.privif import EVTCHN_CMD as _CMD
+from xen_core.abi.privif import EVTCHN_CMD_NOTIFY as _CMD_NOTIFY
+from xen_core.abi.privif import EVTCHN_CMD_UNMASK as _CMD_UNMASK
 from .privcmd import Privcmd, XenError
-
-_CMD = struct.Struct("<II")
-_CMD_UNMASK = 1
-_CMD_NOTIFY = 2
 
 
 class Evtchn:

@@ -5,7 +5,7 @@ An evtchn handle is a stream socketpair: xen-core writes each pending port
 (u32) to it, masking that port until the process writes it back (unmask),
 as the evtchn device does; the process also writes notify requests there,
 so the hot path never waits for a reply. Records from the process are
-`EVTCHN_CMD` = (command, port). A port bound with `eventfd` counts its
+`privif.EVTCHN_CMD` = (command, port). A port bound with `eventfd` counts its
 events on an eventfd instead (no mask: xenstored's kick model).
 
 A gntdev handle holds dom0's maptrack entries and a small bounce memfd for
@@ -31,9 +31,6 @@ from .vcpu import XenError
 
 log = logging.getLogger(__name__)
 
-EVTCHN_CMD = struct.Struct("<II")
-EVTCHN_CMD_UNMASK = 1
-EVTCHN_CMD_NOTIFY = 2
 PORT = struct.Struct("<I")
 GNTDEV_BUF_PAGES = 64          # bounce buffer for grant copies (256 KiB)
 MAX_MAP_REFS = 1024
@@ -99,12 +96,12 @@ class EvtchnHandle:
                 if not data:
                     break
                 buf += data
-                n = len(buf) - len(buf) % EVTCHN_CMD.size
+                n = len(buf) - len(buf) % pv.EVTCHN_CMD.size
                 # One hold of the event lock per batch (unmask + notify come
                 # together): a contended acquire costs a GIL and futex
                 # hand-off with the vCPU thread that just sent.
                 with self.ev.lock:
-                    for cmd, port in EVTCHN_CMD.iter_unpack(buf[:n]):
+                    for cmd, port in pv.EVTCHN_CMD.iter_unpack(buf[:n]):
                         self._command(cmd, port)
                 buf = buf[n:]
         except OSError:
@@ -133,9 +130,9 @@ class EvtchnHandle:
         if self.ev.owner_of(0, port) is not self:
             return               # not this handle's port: ignored, as the device does
         try:
-            if cmd == EVTCHN_CMD_UNMASK:
+            if cmd == pv.EVTCHN_CMD_UNMASK:
                 self.ev.unmask(0, port)
-            elif cmd == EVTCHN_CMD_NOTIFY:
+            elif cmd == pv.EVTCHN_CMD_NOTIFY:
                 self.ev.send(0, port)
         except XenError:
             pass

@@ -20,6 +20,14 @@ PAGE = 4096
 BUF = 0x8000
 
 
+def test_c_reads_the_handle_records_privif_defines():
+    from xen_core.abi import privif
+    from xen_core.evtchn_fast import lib
+    assert (lib.EVF_CMD_UNMASK, lib.EVF_CMD_NOTIFY) == \
+        (privif.EVTCHN_CMD_UNMASK, privif.EVTCHN_CMD_NOTIFY)
+    assert privif.EVTCHN_CMD.size == 8      # two u32, as evf_serve parses them
+
+
 def _apply(flags, ops):
     out = []
     for op, port in ops:
@@ -256,7 +264,7 @@ def test_2l_set_pending_in_one_call_is_the_four_steps(ops, has_info):
 # -- dom0 -> guest: a handle's commands served in C -------------------------------
 
 def command(h, cmd, port):
-    from xen_core.dom0_ops import EVTCHN_CMD
+    from xen_core.abi.privif import EVTCHN_CMD
     h.peer.sendall(EVTCHN_CMD.pack(cmd, port))
 
 
@@ -292,7 +300,7 @@ def guest_ack(d, port):
 
 
 def test_notify_is_cached_after_python_answers_it_and_kicks_a_vcpu_in_python(world):
-    from xen_core.dom0_ops import EVTCHN_CMD_NOTIFY, EVTCHN_CMD_UNMASK
+    from xen_core.abi.privif import EVTCHN_CMD_NOTIFY, EVTCHN_CMD_UNMASK
     core, d, ec, h = world
     gport, lp, _ = connect(d, ec, h)
     guest_ack(d, gport)
@@ -300,7 +308,9 @@ def test_notify_is_cached_after_python_answers_it_and_kicks_a_vcpu_in_python(wor
     before = state.fast_commands
     command(h, EVTCHN_CMD_NOTIFY, lp)                 # first: Python, which caches it
     wait_until(lambda: guest_pending(d, gport), "the first notify")
-    assert state.notify_cached(lp) and ec.evtchn.domains[d.domid].fast.is_ready(0)
+    # Python caches the channel after it has delivered: wait for that too.
+    wait_until(lambda: state.notify_cached(lp) and ec.evtchn.domains[d.domid].fast.is_ready(0),
+               "caching")
     guest_ack(d, gport)
     v = d.vcpus[0]
     with d.lock:
@@ -314,7 +324,8 @@ def test_notify_is_cached_after_python_answers_it_and_kicks_a_vcpu_in_python(wor
 
 
 def test_notify_misuse_is_ignored_as_by_the_device(world):
-    from xen_core.dom0_ops import EVTCHN_CMD_NOTIFY, EvtchnHandle
+    from xen_core.abi.privif import EVTCHN_CMD_NOTIFY
+    from xen_core.dom0_ops import EvtchnHandle
     core, d, ec, h = world
     other = EvtchnHandle(core, 2)
     other.peer.setblocking(False)
@@ -346,7 +357,7 @@ def test_notify_misuse_is_ignored_as_by_the_device(world):
 
 def test_guest_changes_flush_c_delivery(world):
     from xen_core.abi import hvm as hv
-    from xen_core.dom0_ops import EVTCHN_CMD_NOTIFY
+    from xen_core.abi.privif import EVTCHN_CMD_NOTIFY
     core, d, ec, h = world
     gport, lp, _ = connect(d, ec, h)
     command(h, EVTCHN_CMD_NOTIFY, lp)
@@ -367,7 +378,8 @@ def test_guest_changes_flush_c_delivery(world):
 
 
 def test_dom0_to_dom0_notify_cached_after_python(world):
-    from xen_core.dom0_ops import EVTCHN_CMD_NOTIFY, EvtchnHandle
+    from xen_core.abi.privif import EVTCHN_CMD_NOTIFY
+    from xen_core.dom0_ops import EvtchnHandle
     core, d, ec, a = world
     b = EvtchnHandle(core, 2)
     b.peer.setblocking(False)

@@ -120,6 +120,13 @@ def reply_error(req_id, errno: int, name: str, message: str = "") -> dict:
     return {"id": req_id, "ok": False, "errno": errno, "error": name, "message": message}
 
 
+# -- an evtchn handle's records -----------------------------------------------
+# What the dom0 process writes to its evtchn handle (dom0_ops): (command,
+# port), u32 each. The fast path reads them in C too (evtchn_fast.h EVF_CMD_*).
+EVTCHN_CMD = struct.Struct("<II")
+EVTCHN_CMD_UNMASK = 1
+EVTCHN_CMD_NOTIFY = 2
+
 # -- a gntdev handle's own channel --------------------------------------------
 # gntdev_open passes, after the bounce memfd, one end of a SOCK_SEQPACKET
 # pair: map, unmap and copy go there as binary records (no JSON, no

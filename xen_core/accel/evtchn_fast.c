@@ -348,7 +348,7 @@ static int command_locked(struct evf_dom0 *d, uint32_t token, int wfd, uint32_t 
 {
     if (port >= EVF_NR_PORTS || !token || d->owner[port] != token)
         return EVF_SERVE_SLOW;
-    if (cmd == 1) { /* EVTCHN_CMD_UNMASK */
+    if (cmd == EVF_CMD_UNMASK) {
         uint8_t st = d->state[port];
         if (st & EVF_MASKED) {
             d->state[port] = 0;
@@ -358,7 +358,7 @@ static int command_locked(struct evf_dom0 *d, uint32_t token, int wfd, uint32_t 
         d->fast_commands++;
         return -1;
     }
-    if (cmd == 2) { /* EVTCHN_CMD_NOTIFY */
+    if (cmd == EVF_CMD_NOTIFY) {
         int r = notify_locked(d, port, s);
         if (r != EVF_SERVE_SLOW)
             d->fast_commands++;

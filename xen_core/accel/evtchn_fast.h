@@ -72,6 +72,8 @@ struct evf_serve {
     int have, off; /* bytes in the buffer; the next record */
     uint32_t kick_domid, kick_port, kick_vcpu, kick_flags;
 };
+#define EVF_CMD_UNMASK 1 /* a handle's records: privif.EVTCHN_CMD_* */
+#define EVF_CMD_NOTIFY 2
 #define EVF_SERVE_EOF 0
 #define EVF_SERVE_SLOW 1 /* the record at `off` is Python's */
 #define EVF_SERVE_KICK 2 /* done here, but a vCPU may wait in Python: kick it */
