@@ -228,3 +228,51 @@ def test_dom0_counting_consumer_is_never_masked():
     ev.send(1, pa)
     ev.send(1, pa)
     assert seen == [p0, p0, p0] and a.upcalls == []
+
+
+class GuardedBits(Bits):
+    """Bits that insist every write happens inside the TwoLevel guard (the
+    emu engine's EmuMachine.paused: issue 9), and callbacks outside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.inside = False
+        self.writes = 0
+
+    def _put(self, off, v):
+        assert self.inside, "bitmap written outside the guard"
+        self.writes += 1
+        super()._put(off, v)
+
+    def set_byte(self, off, v):
+        assert self.inside, "vcpu_info written outside the guard"
+        return super().set_byte(off, v)
+
+
+def test_two_level_writes_only_inside_its_guard():
+    import contextlib
+    bits = GuardedBits()
+
+    @contextlib.contextmanager
+    def guard():
+        bits.inside = True
+        try:
+            yield
+        finally:
+            bits.inside = False
+    upcalls = []
+
+    def upcall(vcpu):
+        assert not bits.inside       # kicks and vectors: never under the CPU lock
+        upcalls.append(vcpu)
+    two = TwoLevel(bits, 0, lambda v: v * si.VCPU_INFO_SIZE, upcall, lambda p: None, guard)
+    mask = si.SHARED_INFO_EVTCHN_MASK
+    with guard():
+        bits.test_and_set_bit(mask, 5)
+    two.set_pending(1, 5)            # masked: pending only
+    assert upcalls == []
+    two.unmask(1, 5)                 # unmask of a pending port: sel, upcall
+    assert upcalls == [1]
+    two.clear_pending(5)
+    two.set_pending(0, 7)
+    assert upcalls == [1, 0] and bits.writes >= 5
