@@ -438,6 +438,12 @@ class EventChannels:
             else:
                 raise XenError(EINVAL, f"port {port} cannot send (state {c.state})")
 
+    def ipi_target(self, caller: int, port: int) -> int | None:
+        """The vCPU a send on `port` interrupts, if it is an IPI port."""
+        d = self.domains.get(caller)
+        c = d.chans.get(port) if d is not None else None
+        return c.notify_vcpu if c is not None and c.state == ECS_IPI else None
+
     def status(self, caller: int, dom: int, port: int) -> tuple[int, int, int, int]:
         """(EVTCHNSTAT_*, vcpu, a, b): a = remote dom / virq, b = remote port."""
         with self.lock:

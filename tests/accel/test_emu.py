@@ -452,6 +452,50 @@ def test_close_while_running_is_refused(guest):
     assert not g.vcpu._running
 
 
+CROSS_PATCH = f"""
+    cmp edi, 1
+    je patcher
+again:                               # vCPU 0: report patched_fn's value, pause, again
+    call patched_fn
+    HCALL {REPORT}
+    HCALL {STOP}
+    jmp again
+patcher:                             # vCPU 1: rewrite the immediate of patched_fn
+    mov byte ptr [rip + patched_fn + 1], 2
+    jmp stop
+.align 4096                          # a page vCPU 0's own stores never touch
+patched_fn:
+    mov edi, 1
+    ret
+"""
+
+
+def _cross_patch(guest, flush: bool) -> list[int]:
+    g = guest(CROSS_PATCH)
+    assert g.run() is RunResult.STOPPED                 # vCPU 0 translates patched_fn
+    v1 = g.machine.create_vcpu(1)
+    v1.set_boot_state(BootState(CpuMode.FLAT32, CODE, {"rbx": 1}))
+    assert v1.run(g.rec) is RunResult.STOPPED           # vCPU 1 rewrites it
+    fn = g.mem.find(b"\xbf\x02\x00\x00\x00\xc3", CODE)
+    assert fn > 0 and fn % 4096 == 0                    # the store reached RAM
+    if flush:
+        g.vcpu.flush_code()
+    assert g.run() is RunResult.STOPPED                 # vCPU 0 goes on: `jmp again`
+    return [r[0] for r in g.rec.reports]
+
+
+def test_code_rewritten_by_another_vcpu_runs_after_flush_code(guest):
+    """One unicorn engine per vCPU: an engine notices only its own stores to
+    code it translated. flush_code() (what an IPI send does) drops them."""
+    assert _cross_patch(guest, flush=True) == [1, 2]
+
+
+def test_code_rewritten_by_another_vcpu_is_stale_without_flush(guest):
+    """The hazard flush_code exists for (if unicorn ever shares translations
+    across engines, this fails and flush_code can go)."""
+    assert _cross_patch(guest, flush=False) == [1, 1]
+
+
 def test_kick_after_close_is_a_no_op(guest):
     """A timer or event thread may kick a vCPU that destroy just closed."""
     g = guest("hlt")

@@ -123,6 +123,35 @@ def world():
     core.close()
 
 
+def test_ipi_send_drops_the_target_vcpus_translations(world):
+    """Linux syncs CPUs with an IPI after each step of rewriting kernel text;
+    on emu every vCPU translates code apart, so an IPI to another vCPU makes
+    it drop its translations first (emu_flush_code), an IPI to itself not."""
+    from xen_core.hypercalls import dispatch
+    from xen_core.memory import CR0_PE, PagingState
+    core, _, ec, _ = world
+    d = core.create_domain(max_vcpus=2, max_memory=64 * PAGE)
+    d.memory.populate(range(64))
+    v0, v1 = d.vcpus[0], d.ensure_vcpu(1)
+    v0.paging_state = lambda: PagingState(cr0=CR0_PE, cr3=0, cr4=0, efer=0)
+    flushed = []
+    for v in (v0, v1):
+        real = v.engine.flush_code
+        v.engine.flush_code = lambda v=v, real=real: (flushed.append(v.id), real())
+
+    def op(cmd, body):
+        d.memory.write_phys(BUF, body)
+        return dispatch(v0, x.HYPERVISOR_event_channel_op, (cmd, BUF))
+    ports = []
+    for target in (1, 0):
+        assert op(e.EVTCHNOP_bind_ipi, e.BIND_IPI.pack(target, 0)) == 0
+        ports.append(e.BIND_IPI.unpack(d.memory.read_phys(BUF, e.BIND_IPI.size))[1])
+    assert op(e.EVTCHNOP_send, e.PORT.pack(ports[0])) == 0
+    assert flushed == [1] and ec.evtchn.is_pending(d.domid, ports[0])
+    assert op(e.EVTCHNOP_send, e.PORT.pack(ports[1])) == 0
+    assert flushed == [1] and ec.evtchn.is_pending(d.domid, ports[1])
+
+
 def guest_op(d, cmd, body: bytes):
     from xen_core.hypercalls import dispatch
     d.memory.write_phys(BUF, body)

@@ -55,6 +55,7 @@ int emu_mem_map(struct emu_vcpu *v, uint64_t gpa, uint64_t size, uint64_t host);
 int emu_mem_map_ro(struct emu_vcpu *v, uint64_t gpa, uint64_t size, uint64_t host);
 int emu_mem_unmap(struct emu_vcpu *v, uint64_t gpa, uint64_t size);
 int emu_invalidate(struct emu_vcpu *v, uint64_t gpa, uint64_t size);
+void emu_flush_code(struct emu_vcpu *v);
 int emu_set_boot(struct emu_vcpu *v, int mode, uint64_t rip, const uint64_t *regs,
                  uint64_t cr0, uint64_t cr3, uint64_t cr4, uint64_t efer);
 int emu_run(struct emu_vcpu *v);

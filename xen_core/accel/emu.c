@@ -569,6 +569,27 @@ static int mem_op(struct emu_vcpu *v, int kind, uint64_t gpa, uint64_t size, uin
     return rc;
 }
 
+/* Drop every translation of this vCPU's engine before it runs guest code
+ * again. Each vCPU has its own unicorn engine, and an engine notices only its
+ * own stores to code it translated: when another vCPU rewrites kernel text
+ * (Linux's text_poke_bp: int3, then the new bytes, each followed by an IPI
+ * that every CPU must take before the next step), this one would keep
+ * running the old bytes. Queued like a memory op when the vCPU is running
+ * on another thread, so the loop top drops them before it takes the IPI. */
+void emu_flush_code(struct emu_vcpu *v)
+{
+    pthread_mutex_lock(&v->mu);
+    if (!v->in_run || pthread_equal(v->thread, pthread_self())) {
+        uc_ctl_flush_tb(v->uc);
+        forget_scans(v);
+    } else {
+        v->ops_overflow = 1; /* drain_ops: flush everything */
+        atomic_fetch_or(&v->flags, F_OPS);
+        pthread_cond_signal(&v->wake);
+    }
+    pthread_mutex_unlock(&v->mu);
+}
+
 int emu_mem_map(struct emu_vcpu *v, uint64_t gpa, uint64_t size, uint64_t host)
 {
     return mem_op(v, 0, gpa, size, host);

@@ -213,6 +213,13 @@ class EmuVcpu:
             if self._v is not None:
                 lib.emu_kick(self._v)
 
+    def flush_code(self) -> None:
+        """Another vCPU may have rewritten guest code: drop this engine's
+        translations before it runs again (emu_flush_code)."""
+        with self._free_lock:
+            if self._v is not None:
+                lib.emu_flush_code(self._v)
+
     def get_regs(self) -> dict[str, int]:
         lib.emu_get_regs(self._v, self._regs)
         return dict(zip(GENERAL_REGS, self._regs))

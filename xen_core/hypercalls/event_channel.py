@@ -45,9 +45,23 @@ def _close(cur, raw):
     return 0, None
 
 
+def _send_port(cur, port: int) -> None:
+    ev = _ev(cur)
+    target = ev.ipi_target(cur.domain.domid, port)
+    if target is not None and target != cur.id:
+        # Linux syncs the other CPUs with an IPI after each step of rewriting
+        # kernel text; on an engine whose vCPUs translate code separately
+        # (emu), the target must drop its translations before it takes it.
+        v = cur.domain.vcpus[target] if target < len(cur.domain.vcpus) else None
+        flush = getattr(v.engine, "flush_code", None) if v is not None else None
+        if flush is not None:
+            flush()
+    ev.send(cur.domain.domid, port)
+
+
 def _send(cur, raw):
     (port,) = e.PORT.unpack(raw)
-    _ev(cur).send(cur.domain.domid, port)
+    _send_port(cur, port)
     return 0, None
 
 
@@ -109,7 +123,7 @@ def do_event_channel_op(cur, cmd, arg, *_):
     cmd = s32(cmd)
     if cmd == e.EVTCHNOP_send:   # the hot one
         (port,) = e.PORT.unpack(cur.copy_from(arg, 4))
-        _ev(cur).send(cur.domain.domid, port)
+        _send_port(cur, port)
         return 0
     if cmd in NOT_OFFERED:
         return -x.ENOSYS
