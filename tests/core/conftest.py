@@ -119,3 +119,37 @@ def wait_shutdown(events, domids) -> dict:
 
 def console(pc, domid: int) -> str:
     return pc.console_read(domid)[0].decode(errors="replace")
+
+
+# -- shared by the guest tests of tests/core, tests/evtchn and tests/gnttab
+# (import them by name; each module gives its own `core` fixture) ----------
+WAIT_S = 600   # bounds a wait for a guest's output, not a performance limit
+
+
+@pytest.fixture
+def pc(core):
+    p = core.privcmd()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def events(core):
+    """A privcmd connection subscribed to dom_exc (shutdown events)."""
+    p = core.privcmd()
+    p.subscribe_dom_exc()
+    yield p
+    p.close()
+
+
+def wait_console(pc, domid, pattern):
+    """The first match of `pattern` in domain `domid`'s console."""
+    import re
+    import time
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        m = re.search(pattern, console(pc, domid))
+        if m:
+            return m
+        time.sleep(0.005)
+    raise AssertionError(f"d{domid} never printed {pattern!r}: {console(pc, domid)}")

@@ -3,7 +3,6 @@
 no mmap per map), read-only grants read-only in dom0, batch grant copy.
 Real grant-share guests on the software CPU."""
 import os
-import re
 import socket
 import time
 
@@ -14,10 +13,9 @@ from dom0.privcmd import XenError
 from xen_core.abi import grant_table as g
 from xen_core.abi import privif as pv
 
-from tests.core.conftest import CoreProcess, console, start_guest, wait_shutdown
-
-WAIT_S = 600   # bounds a wait for a guest's output, not a performance limit
-
+from tests.core.conftest import (  # noqa: F401 (pc, events: fixtures)
+    CoreProcess, WAIT_S, console, events, pc, start_guest, wait_console as wait_for,
+    wait_shutdown)
 
 @pytest.fixture(scope="module")
 def core():
@@ -27,31 +25,6 @@ def core():
         pytest.skip(str(e))
     yield c
     c.stop()
-
-
-@pytest.fixture
-def pc(core):
-    p = core.privcmd()
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def events(core):
-    p = core.privcmd()
-    p.subscribe_dom_exc()
-    yield p
-    p.close()
-
-
-def wait_for(pc, domid, pattern):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        m = re.search(pattern, console(pc, domid))
-        if m:
-            return m
-        time.sleep(0.005)
-    raise AssertionError(f"d{domid} never printed {pattern!r}: {console(pc, domid)}")
 
 
 def grant_guest(pc, cmdline=""):

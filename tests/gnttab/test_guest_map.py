@@ -4,7 +4,6 @@ leaves), unmap leaves the gfn empty. Two (or three) real grant-share guests:
 the granter, and the mapper in its map= mode; misuse answers the GNTST_*
 codes; destruction of either side while mapped keeps memory alive until the
 last mapping and leaks nothing."""
-import re
 import time
 
 import pytest
@@ -13,7 +12,9 @@ from dom0.foreignmemory import ForeignMapping
 from toolstack.boot import boot_state_json
 from toolstack.builder.pvh import build_pvh
 
-from tests.core.conftest import CoreProcess, console, guest, start_guest, wait_shutdown
+from tests.core.conftest import (  # noqa: F401 (pc, events: fixtures)
+    CoreProcess, WAIT_S, console, events, guest, pc, start_guest, wait_console as wait_for,
+    wait_shutdown)
 
 WAIT_S = 600   # bounds a wait for a guest's output, not a performance limit
 MIB = 16
@@ -33,31 +34,6 @@ def core(request):
     c.accel = request.param
     yield c
     c.stop()
-
-
-@pytest.fixture
-def pc(core):
-    p = core.privcmd()
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def events(core):
-    p = core.privcmd()
-    p.subscribe_dom_exc()
-    yield p
-    p.close()
-
-
-def wait_for(pc, domid, pattern):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        m = re.search(pattern, console(pc, domid))
-        if m:
-            return m
-        time.sleep(0.005)
-    raise AssertionError(f"d{domid} never printed {pattern!r}: {console(pc, domid)}")
 
 
 def free_domid(pc) -> int:
