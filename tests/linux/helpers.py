@@ -137,11 +137,13 @@ def xs_list(d, path: str) -> list[str] | None:
             return None
 
 
-def console_shell(d, name: str, command: str, timeout: float, wait: bool = True) -> str:
+def console_shell(d, name: str, command: str, timeout: float, wait: bool = True,
+                  idle=None) -> str:
     """Run `command` in domain `name`'s /init shell through its console pty
     (what `xl console` attaches to); its output up to a computed end marker
     (the marker is computed by the shell so its echo of the command line
-    does not match)."""
+    does not match). `idle()`, if given, runs after each quiet second (a
+    check that may fail the wait early)."""
     import select
     import tty
     domid = d.domains()[name][0]
@@ -159,6 +161,8 @@ def console_shell(d, name: str, command: str, timeout: float, wait: bool = True)
         while b"END-42-MARK" not in out and time.monotonic() < deadline:
             if select.select([fd], [], [], 1)[0]:
                 out += os.read(fd, 65536)
+            elif idle is not None:
+                idle()
     finally:
         os.close(fd)
     assert b"END-42-MARK" in out, out[-1000:]

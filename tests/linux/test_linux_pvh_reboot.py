@@ -9,7 +9,7 @@ import pytest
 
 from tests.dom0.conftest import Dom0, wait_for
 
-from .helpers import ROOT, linux_assets
+from .helpers import ROOT, console_shell, linux_assets
 
 ASSETS = linux_assets()
 pytestmark = pytest.mark.skipif(ASSETS is None, reason="Linux guest assets not built "
@@ -54,9 +54,8 @@ def test_xl_reboot_restarts_linux(guest):
 
 def test_panic_after_reboot_still_crashes(guest):
     """sysrq 'c' in the restarted guest: SHUTDOWN_crash, not a reboot."""
-    from .test_linux_pvh_xl import shell
     domid = guest.domains()[NAME][0]
-    shell(guest, "echo c > /proc/sysrq-trigger", name=NAME, wait=False)
+    console_shell(guest, NAME, "echo c > /proc/sysrq-trigger", BOOT_WAIT, wait=False)
     wait_for(lambda: NAME not in guest.domains(), "the crashed domain destroyed", BOOT_WAIT)
     assert "Kernel panic" in console(guest)
     assert re.search(rf"d{domid} shut down: crash", guest.xl("dmesg").stdout)

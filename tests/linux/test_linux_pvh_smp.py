@@ -6,15 +6,12 @@ a power-off stops the second CPU (REBOOT_VECTOR through the ICR) before
 the domain powers off cleanly. One `xl create`, then its reboot."""
 import os
 import re
-import select
-import time
-import tty
 
 import pytest
 
 from tests.dom0.conftest import Dom0, wait_for
 
-from .helpers import ROOT, linux_assets
+from .helpers import ROOT, console_shell, linux_assets
 
 ASSETS = linux_assets()
 pytestmark = pytest.mark.skipif(ASSETS is None, reason="Linux guest assets not built "
@@ -52,26 +49,9 @@ def no_stall(d) -> None:
 
 
 def shell(d, command: str) -> str:
-    """`command`'s output through the guest's console pty (as xl console)."""
-    import pyxs
-    domid = d.domains()[NAME][0]
-    with pyxs.Client(unix_socket_path=d.env["XENSTORED_PATH"]) as c:
-        pty = c.read(f"/local/domain/{domid}/console/tty".encode()).decode()
-    fd = os.open(pty, os.O_RDWR | os.O_NOCTTY)
-    try:
-        tty.setraw(fd)
-        os.write(fd, f"{command}; echo END-$((40+2))-MARK\r".encode())
-        out = b""
-        deadline = time.monotonic() + BOOT_WAIT
-        while b"END-42-MARK" not in out and time.monotonic() < deadline:
-            if select.select([fd], [], [], 1)[0]:
-                out += os.read(fd, 4096)
-            else:
-                no_stall(d)
-    finally:
-        os.close(fd)
-    assert b"END-42-MARK" in out, out[-1000:]
-    return out.decode(errors="replace").split("END-42-MARK")[0]
+    """`command`'s output through the guest's console pty (as xl console);
+    an RCU stall Linux reports meanwhile fails it at once."""
+    return console_shell(d, NAME, command, BOOT_WAIT, idle=lambda: no_stall(d))
 
 
 def test_second_cpu_comes_up(smp):

@@ -6,18 +6,15 @@ console pty, `xl shutdown` -> clean power-off. One boot
 (examples/linux-pvh.cfg plus a disk) serves the ordered checks below."""
 import os
 import re
-import select
 import shutil
 import subprocess
-import time
-import tty
 
 import pyxs
 import pytest
 
 from tests.dom0.conftest import Dom0, wait_for
 
-from .helpers import ROOT, linux_assets
+from .helpers import ROOT, console_shell, linux_assets
 
 ASSETS = linux_assets()
 pytestmark = pytest.mark.skipif(ASSETS is None, reason="Linux guest assets not built "
@@ -121,25 +118,7 @@ def shell(d, command: str, timeout: float = BOOT_WAIT, name: str = NAME,
           wait: bool = True) -> str:
     """Run `command` in the guest's shell through the console pty (as
     `xl console` would); its output up to a computed end marker."""
-    domid = d.domains()[name][0]
-    with pyxs.Client(unix_socket_path=d.env["XENSTORED_PATH"]) as c:
-        pty = c.read(f"/local/domain/{domid}/console/tty".encode()).decode()
-    fd = os.open(pty, os.O_RDWR | os.O_NOCTTY)
-    try:
-        tty.setraw(fd)
-        if not wait:
-            os.write(fd, f"{command}\r".encode())
-            return ""
-        os.write(fd, f"{command}; echo END-$((40+2))-MARK\r".encode())
-        out = b""
-        deadline = time.monotonic() + timeout
-        while b"END-42-MARK" not in out and time.monotonic() < deadline:
-            if select.select([fd], [], [], 1)[0]:
-                out += os.read(fd, 4096)
-    finally:
-        os.close(fd)
-    assert b"END-42-MARK" in out, out[-1000:]
-    return out.decode(errors="replace").split("END-42-MARK")[0]
+    return console_shell(d, name, command, timeout, wait)
 
 
 def test_xvda_from_blkfront(booted):
