@@ -502,6 +502,10 @@ def test_kick_after_close_is_a_no_op(guest):
     g.vcpu.kick()                 # live: wakes nothing, harms nothing
     g.vcpu.close()
     g.vcpu.kick()                 # closed: ignored, not a cffi error
+    g.vcpu.request_stop()         # so are the other calls other threads make
+    g.vcpu.request_interrupt(0x30)
+    g.vcpu.flush_code()
+    assert set(g.vcpu.counters().values()) == {0}
 
 
 HANDLERS = """

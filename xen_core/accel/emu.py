@@ -199,12 +199,16 @@ class EmuVcpu:
         return _RESULTS[rc]
 
     def request_stop(self) -> None:
-        lib.emu_request_stop(self._v)
+        with self._free_lock:      # other threads: a no-op once closed
+            if self._v is not None:
+                lib.emu_request_stop(self._v)
 
     def request_interrupt(self, vector: int) -> None:
         if not 0 <= vector <= 255:
             raise ValueError(f"interrupt vector {vector} out of range 0..255")
-        lib.emu_request_interrupt(self._v, vector)
+        with self._free_lock:
+            if self._v is not None:
+                lib.emu_request_interrupt(self._v, vector)
 
     def kick(self) -> None:
         """The core woke this vCPU (an event, its timer): ends a hlt that
@@ -243,7 +247,10 @@ class EmuVcpu:
         """Engine statistics (hypercalls, scanned blocks, wrmsr sites, ...)."""
         names = ("hypercalls", "blocks_scanned", "wrmsr_sites", "exceptions",
                  "interrupts", "block_stops", "async_irq_stops", "fast_hypercalls")
-        return {n: lib.emu_counter(self._v, i) for i, n in enumerate(names)}
+        with self._free_lock:
+            if self._v is None:
+                return {n: 0 for n in names}
+            return {n: lib.emu_counter(self._v, i) for i, n in enumerate(names)}
 
     def close(self) -> None:
         if self._running:
