@@ -16,6 +16,14 @@ MiB = 1 << 20
 CODE = bytes(range(256)) * 8
 
 
+@pytest.fixture(autouse=True)
+def private_payload_cache(tmp_path, monkeypatch):
+    # Decompressed payloads are cached (payload_cache.py): in a tmp dir,
+    # never the user's.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("PYXEN_KERNEL_CACHE", raising=False)
+
+
 def elf_bytes():
     return make_elf(segments=[(0x1000000, CODE, len(CODE) + 0x1000)],
                     phdr_notes=phys32(0x1000040))
