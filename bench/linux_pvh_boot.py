@@ -26,7 +26,7 @@ the same kernel. The first pair is printed apart from the warm runs.
 Runs alternate ours/reference; medians, ranges and all runs are printed,
 with the ratio (below 1: ours is faster).
 
-    python bench/linux_pvh_boot.py [--runs 4]
+    python bench/linux_pvh_boot.py [--runs 4] [--pvh-cmdline "..."]
 """
 from __future__ import annotations
 
@@ -52,9 +52,9 @@ PVH_CMDLINE = "earlyprintk=xen keep_bootcon quiet loglevel=5"
 HVM_CMDLINE = "console=ttyS0 quiet"
 
 
-def pvh_once(assets) -> dict | None:
+def pvh_once(assets, cmdline: str) -> dict | None:
     """{'total', 'build', 'boot', 'lines'} in seconds, or None without a marker."""
-    g = LinuxPvh(assets, cmdline=PVH_CMDLINE)   # the core starts here, outside the timing
+    g = LinuxPvh(assets, cmdline=cmdline)   # the core starts here, outside the timing
     try:
         g.start()                     # t_create: just before building the domain
         t_built = time.perf_counter()  # built and paused; the console thread unpauses
@@ -118,6 +118,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=4,
                     help="pairs of runs: the first cold, the others warm (default 4)")
+    ap.add_argument("--pvh-cmdline", default=PVH_CMDLINE,
+                    help=f"our kernel's command line (default {PVH_CMDLINE!r}; it must "
+                         f"let the marker reach console_io)")
     args = ap.parse_args()
     if args.runs < 2:
         sys.exit("--runs must be at least 2 (one cold, one warm)")
@@ -133,7 +136,7 @@ def main():
         os.environ["XDG_CACHE_HOME"] = os.path.join(tmp, "cache")
         cached = cache_dir() is not None
         for i in range(args.runs):
-            ours.append(pvh_once(assets))
+            ours.append(pvh_once(assets, args.pvh_cmdline))
             ref.append(hvm_once(assets, os.path.join(tmp, f"h{i}")))
             print(f"run {i + 1}/{args.runs}: ours {fmt(ours[-1] and ours[-1]['total'])} s, "
                   f"reference {fmt(ref[-1])} s", file=sys.stderr, flush=True)
@@ -144,7 +147,7 @@ def main():
     total, build, boot = col("total"), col("build"), col("boot")
     print(f"Linux {assets['kernel_release']}: create -> /init marker (s); runs alternate "
           f"ours/reference; first run, then median [range] and all of runs 2..{args.runs}")
-    print(f"ours: cmdline \"{PVH_CMDLINE}\", payload cache "
+    print(f"ours: cmdline \"{args.pvh_cmdline}\", payload cache "
           f"{'fresh for this run' if cached else 'off (PYXEN_KERNEL_CACHE=0)'}; "
           f"reference: cmdline \"{HVM_CMDLINE}\"")
     print(f"{'path':<44} {'first':>7}  {'warm median [range]':<20} warm runs")

@@ -51,13 +51,13 @@ def _read(path: str) -> bytes | None:
     """The entry's content if it is intact, else None."""
     try:
         with open(path, "rb") as f:
-            blob = f.read()
+            header = f.read(_HEADER.size)
+            if len(header) < _HEADER.size:
+                return None
+            data = f.read()   # read apart from the header: no 65 MB slice copy
     except OSError:
         return None
-    if len(blob) < _HEADER.size:
-        return None
-    magic, length, digest = _HEADER.unpack_from(blob)
-    data = blob[_HEADER.size:]
+    magic, length, digest = _HEADER.unpack(header)
     if magic != _MAGIC or length != len(data) or hashlib.sha256(data).digest() != digest:
         return None
     try:
