@@ -5,7 +5,8 @@ for Debian's XZ payload, most of a PVH domain build).
 Entries are content-addressed: the name is the sha256 of the compressed
 payload bytes plus its format, so a changed kernel file never hits a stale
 entry. Each entry carries a header with the length and sha256 of the
-decompressed bytes and is read back only if both match. Entries are
+decompressed bytes and is read back only if both match (a guard against
+damage, not tampering: the directory is the user's own). Entries are
 written to a temporary file and renamed into place (a reader never sees a
 partial one), and only the MAX_ENTRIES most recently used are kept.
 
