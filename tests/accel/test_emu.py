@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from xen_core.abi import msr
 from xen_core.abi.cpuid import HYPERCALL_PAGE_MSR, XEN_CPUID_BASE
 from xen_core.accel import emu
 from xen_core.accel.base import HYPERCALL_PORT, BootState, CpuMode, RunResult
@@ -293,6 +294,47 @@ def test_vmcall_and_vmmcall_are_hypercalls(guest, insn):
     assert g.run() is RunResult.STOPPED
     assert g.rec.calls[0] == (29, (0xABC, 0, 0, 0, 0, 0))
     assert g.rec.reports[0][0] == 0x77   # rip advanced past the 3 bytes
+
+
+def test_arch_capabilities_msr_and_its_cpuid_bit(guest):
+    """The software CPU offers MSR_ARCH_CAPABILITIES (CPUID.7.0:EDX[29]) with
+    its no-speculation bits; each rdmsr of it reads them (here three times
+    from one site), while other MSRs stay unicorn's (EFER) and subleaf 1 of
+    leaf 7 is untouched."""
+    g = guest(f"""
+    mov eax, 7
+    xor ecx, ecx
+    cpuid
+    mov r12, rdx
+    mov eax, 7
+    mov ecx, 1
+    cpuid
+    mov r13, rdx
+    xor r14, r14
+    mov r15, 3
+1:  mov ecx, {msr.MSR_ARCH_CAPABILITIES:#x}
+    rdmsr
+    shl rdx, 32
+    or rax, rdx
+    add r14, rax
+    dec r15
+    jnz 1b
+    mov ecx, 0xc0000080
+    rdmsr
+    mov rdi, r12
+    mov rsi, r14
+    mov rdx, rax
+    mov r10, r13
+    HCALL {REPORT}
+    jmp stop
+""")
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    leaf7_edx, caps3, efer, leaf7_1_edx = g.rec.reports[0][:4]
+    assert leaf7_edx & msr.CPUID7_EDX_ARCH_CAPS
+    assert not leaf7_1_edx & msr.CPUID7_EDX_ARCH_CAPS
+    assert caps3 == (3 * emu.SOFTWARE_CPU_ARCH_CAPS) & (2**64 - 1)
+    assert emu.SOFTWARE_CPU_ARCH_CAPS & msr.ARCH_CAP_RDCL_NO
+    assert efer & 0x500 == 0x500        # LME | LMA: EFER is still the CPU's
 
 
 def test_cpuid_xen_leaves_and_builtin(guest):

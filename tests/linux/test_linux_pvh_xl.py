@@ -131,6 +131,18 @@ def test_xvda_from_blkfront(booted):
     assert m and int(m.group(1)) == DISK_BYTES // 1024, parts
 
 
+def test_software_cpu_is_not_affected_by_speculation_bugs(booted):
+    """MSR_ARCH_CAPABILITIES reaches Linux: no page-table isolation, no
+    retpolines or ITS thunks on a CPU that does not speculate."""
+    assert wait_for(lambda: "PYXEN-SHELL" in console(booted), "the /init shell", BOOT_WAIT)
+    vuln = "/sys/devices/system/cpu/vulnerabilities"
+    out = shell(booted, f"grep . {vuln}/meltdown {vuln}/spectre_v2 "
+                        f"{vuln}/indirect_target_selection")
+    assert f"{vuln}/meltdown:Not affected" in out, out
+    assert f"{vuln}/indirect_target_selection:Not affected" in out, out
+    assert "IBRS" in out and "Retpoline" not in out, out
+
+
 def test_dd_pattern_reaches_the_host_image(booted, disk):
     assert wait_for(lambda: "PYXEN-SHELL" in console(booted), "the /init shell", BOOT_WAIT)
     shell(booted, "echo PYXEN-PATTERN-7d2b | dd of=/dev/xvda bs=512 seek=100 "

@@ -64,6 +64,7 @@ void emu_request_interrupt(struct emu_vcpu *v, int vector);
 void emu_kick(struct emu_vcpu *v);
 void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns);
 void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t);
+void emu_machine_set_arch_caps(struct emu_machine *m, uint64_t value);
 int emu_get_regs(struct emu_vcpu *v, uint64_t *regs);
 int emu_set_regs(struct emu_vcpu *v, const uint64_t *regs);
 int emu_get_sregs(struct emu_vcpu *v, uint64_t *sregs);

@@ -14,8 +14,17 @@
  *   delivery and each emu_start. It, the error code, the int-n flag, hflags
  *   and the CS/SS caches are reached through a context snapshot at offsets
  *   found at start-up by emu_calibrate() (probe runs diffing snapshots).
- * - No wrmsr hook: a block hook scans each new block for `0f 30` and puts a
- *   code hook on each site (it fires only if an instruction starts there).
+ * - No wrmsr or rdmsr hook: a block hook scans each new block for `0f 30`
+ *   and `0f 32` and puts a code hook on each site (it fires only if an
+ *   instruction starts there). Unicorn reads 0 from MSRs it does not know,
+ *   MSR_ARCH_CAPABILITIES among them, so the engine answers that one.
+ * - The block hook costs a helper call and an exit check per executed
+ *   block (Linux boots through ~230M blocks: `rep stos` runs one per
+ *   element). Dropping it and stopping the engine with uc_emu_stop from
+ *   another thread was tried: Linux then crashed (corrupt registers) once
+ *   interrupts were delivered at those stops (3 of 3 boots), though plain
+ *   stop-and-resume was clean in synthetic tests and with asynchronous
+ *   interrupts off.
  * - A stop asked for inside an `out` hook only takes effect at the end of
  *   the block; unicorn checks for a stop after code hooks, so the same scan
  *   puts one after each `out imm8, eax` to the hypercall port.
@@ -286,6 +295,13 @@ static int hook_cpuid(uc_engine *uc, void *ud)
         wreg(uc, UC_X86_REG_RDX, cal.leaf1[3]);
         return 1;
     }
+    if (leaf == 7 && (uint32_t)rreg(uc, UC_X86_REG_RCX) == 0 && v->m->arch_caps_on) {
+        wreg(uc, UC_X86_REG_RAX, cal.leaf7[0]);
+        wreg(uc, UC_X86_REG_RBX, cal.leaf7[1]);
+        wreg(uc, UC_X86_REG_RCX, cal.leaf7[2]);
+        wreg(uc, UC_X86_REG_RDX, cal.leaf7[3] | CPUID7_EDX_ARCH_CAPS);
+        return 1;
+    }
     return 0;
 }
 
@@ -370,6 +386,22 @@ static void hook_wrmsr_site(uc_engine *uc, uint64_t addr, uint32_t size, void *u
         v->wrmsr_skip = addr;
 }
 
+/* rdmsr of MSR_ARCH_CAPABILITIES: stop before unicorn reads its 0; the run
+ * loop sets EDX:EAX and moves past the instruction (no RIP write here, mid
+ * block). Other MSRs are unicorn's. */
+static void hook_rdmsr_site(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
+{
+    struct emu_vcpu *v = ud;
+    uint8_t b[2];
+    if (!v->m->arch_caps_on || size != 2 ||
+        (uint32_t)rreg(uc, UC_X86_REG_RCX) != MSR_ARCH_CAPABILITIES ||
+        uc_vmem_read(uc, addr, UC_PROT_EXEC, b, 2) || b[0] != 0x0f || b[1] != 0x32)
+        return;
+    v->rdmsr_rip = addr;
+    v->reason = R_RDMSR;
+    uc_emu_stop(uc);
+}
+
 /* Placed on the instruction after each `out imm8, eax` to the hypercall
  * port: a stop asked for by the hypercall's handler takes effect there,
  * before the rest of the block runs (unicorn only checks for a stop after
@@ -383,7 +415,7 @@ static void hook_post_out(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
     }
 }
 
-enum { SITE_WRMSR, SITE_POST_OUT };
+enum { SITE_WRMSR, SITE_POST_OUT, SITE_RDMSR };
 
 static inline unsigned scan_slot(uint64_t a) { return (a ^ (a >> 12)) & (SCAN_SLOTS - 1); }
 
@@ -400,6 +432,8 @@ static void scan_block(struct emu_vcpu *v, uc_engine *uc, uint64_t addr, uint32_
         int kind;
         if (buf[i] == 0x0f && buf[i + 1] == 0x30)
             site = addr + i, kind = SITE_WRMSR;
+        else if (buf[i] == 0x0f && buf[i + 1] == 0x32)
+            site = addr + i, kind = SITE_RDMSR;
         else if (buf[i] == 0xe7 && buf[i + 1] == v->m->hc_port)
             site = addr + i + 2, kind = SITE_POST_OUT;
         else
@@ -426,8 +460,9 @@ static int hook_sites(struct emu_vcpu *v)
     for (; v->nsites_hooked < v->nsites; v->nsites_hooked++) {
         uint64_t s = v->sites[v->nsites_hooked];
         uc_hook hh;
-        void *cb = v->site_kind[v->nsites_hooked] == SITE_WRMSR ? (void *)hook_wrmsr_site
-                                                                : (void *)hook_post_out;
+        int kind = v->site_kind[v->nsites_hooked];
+        void *cb = kind == SITE_WRMSR ? (void *)hook_wrmsr_site
+                   : kind == SITE_RDMSR ? (void *)hook_rdmsr_site : (void *)hook_post_out;
         if (uc_hook_add(v->uc, &hh, UC_HOOK_CODE, cb, v, s, s) != UC_ERR_OK)
             return -1;
         uc_ctl_remove_cache(v->uc, s, s + 2);
@@ -760,6 +795,12 @@ int emu_run(struct emu_vcpu *v)
             result = EMU_RUN_ERROR;
             break;
         }
+        if (v->reason == R_RDMSR) {
+            wreg(v->uc, UC_X86_REG_RAX, (uint32_t)v->m->arch_caps);
+            wreg(v->uc, UC_X86_REG_RDX, v->m->arch_caps >> 32);
+            wreg(v->uc, UC_X86_REG_RIP, v->rdmsr_rip + 2);
+            continue;
+        }
         if (v->reason == R_SYSCALL && do_syscall(v) != 0) {
             result = v->reason == R_TRIPLE ? EMU_RUN_TRIPLE_FAULT : EMU_RUN_ERROR;
             break;
@@ -817,6 +858,12 @@ void emu_kick(struct emu_vcpu *v)
 void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns) { v->halt_wait_ns = ns; }
 
 void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t) { m->evtchn = t; }
+
+void emu_machine_set_arch_caps(struct emu_machine *m, uint64_t value)
+{
+    m->arch_caps = value;
+    m->arch_caps_on = 1;
+}
 
 /* Every vCPU of the machine is in guest code or a C hlt wait (none in
  * Python, none idle): an event needs no Python kick (evtchn_fast.c). */

@@ -41,14 +41,17 @@
 #define RFLAGS_IF (1ull << 9)
 #define EFER_LMA (1ull << 10)
 #define MSR_EFER 0xC0000080u
+#define MSR_ARCH_CAPABILITIES 0x10au
+#define CPUID7_EDX_ARCH_CAPS (1u << 29)
 
-enum stop_reason { R_NONE, R_ASYNC, R_TRIPLE, R_ERROR, R_SITES, R_SYSCALL };
+enum stop_reason { R_NONE, R_ASYNC, R_TRIPLE, R_ERROR, R_SITES, R_SYSCALL, R_RDMSR };
 
 /* Offsets inside a uc_context, found by emu_calibrate() (emu_x86.c). */
 struct emu_cal {
     int done;
     long error_code, is_int, old_exception, hflags, seg_cs;
     uint32_t leaf1[4]; /* unicorn's CPUID leaf 1 (eax ebx ecx edx) */
+    uint32_t leaf7[4]; /* and its leaf 7 subleaf 0 */
 };
 EMU_INTERNAL extern struct emu_cal cal;
 
@@ -74,6 +77,8 @@ struct emu_machine {
     struct evf_table *evtchn; /* sends answered in C (evtchn_fast.c), or NULL */
     _Atomic int outside; /* vCPUs not in emu_run's C right now (in Python, idle) */
     _Atomic int host_waiting; /* threads waiting in emu_machine_pause: yield at once */
+    uint64_t arch_caps; /* MSR_ARCH_CAPABILITIES, offered when arch_caps_on */
+    int arch_caps_on;
     struct emu_machine *pauser_held; /* what the pausing thread held before */
 };
 
@@ -109,6 +114,7 @@ struct emu_vcpu {
     uint8_t site_kind[MAX_SITES];
     int nsites, nsites_hooked;
     uint64_t wrmsr_skip; /* a stop came before this wrmsr ran: deliver once */
+    uint64_t rdmsr_rip; /* R_RDMSR: the rdmsr the run loop performs */
     uint64_t counters[8];
     struct emu_exit exit;
     char err[256];

@@ -539,6 +539,14 @@ int emu_calibrate(char *err, size_t errlen)
     cal.leaf1[1] = (uint32_t)rreg(uc, UC_X86_REG_RBX);
     cal.leaf1[2] = (uint32_t)rreg(uc, UC_X86_REG_RCX);
     cal.leaf1[3] = (uint32_t)rreg(uc, UC_X86_REG_RDX);
+    uc_context_restore(uc, reset);
+    wreg(uc, UC_X86_REG_RAX, 7);
+    wreg(uc, UC_X86_REG_RCX, 0);
+    uc_emu_start(uc, 0x4300, NEVER_PC, 0, 10);
+    cal.leaf7[0] = (uint32_t)rreg(uc, UC_X86_REG_RAX);
+    cal.leaf7[1] = (uint32_t)rreg(uc, UC_X86_REG_RBX);
+    cal.leaf7[2] = (uint32_t)rreg(uc, UC_X86_REG_RCX);
+    cal.leaf7[3] = (uint32_t)rreg(uc, UC_X86_REG_RDX);
     /* In 64-bit mode the API writes selectors only: find CS's cache. */
     uc_context *sel = NULL;
     uc_context_alloc(uc, &sel);
