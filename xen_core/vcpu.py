@@ -309,6 +309,8 @@ class VCPU:
         else:
             self.domain.log_once(f"wrmsr {msr:#x}", f"ignored wrmsr {msr:#x} <- {value:#x}")
 
+    io_in_all_ones = True   # so the engine answers `in` itself (ExitHandler)
+
     def io_in(self, engine_vcpu, port: int, size: int) -> int:
         return (1 << (8 * size)) - 1  # nothing there: all ones
 

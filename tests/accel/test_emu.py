@@ -1043,6 +1043,31 @@ def test_port_io_reaches_handler(guest):
     assert g.rec.reports[0][0] & 0xFF == 0xFF
 
 
+def test_port_reads_answered_by_the_engine_for_an_all_ones_handler(guest):
+    """A handler with io_in_all_ones (the core's vCPU) is not called for
+    `in`: the engine answers all ones of each width; `out` still reaches it."""
+    g = guest(f"""
+    xor eax, eax
+    in al, 0x42
+    mov rdi, rax
+    xor eax, eax
+    mov dx, 0xcfc
+    in ax, dx
+    mov rsi, rax
+    xor eax, eax
+    in eax, dx
+    mov rdx, rax
+    mov al, 0x5a
+    out 0x80, al
+    HCALL {REPORT}
+    jmp stop
+""")
+    g.rec.io_in_all_ones = True
+    assert g.run() is RunResult.STOPPED, g.vcpu.error
+    assert g.rec.io == [("out", 0x80, 1, 0x5A)]
+    assert g.rec.reports[0][:3] == (0xFF, 0xFFFF, 0xFFFFFFFF)
+
+
 def test_long64_boot_state(guest):
     """VCPU_HVM_MODE_64B-style start: paging on with the given cr3."""
     g = guest("")

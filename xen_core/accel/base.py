@@ -90,7 +90,9 @@ class ExitHandler(Protocol):
         xen_core.abi.cpuid.HYPERCALL_PAGE_MSR)."""
 
     def io_in(self, vcpu: "Vcpu", port: int, size: int) -> int:
-        """`in` from a port the engine does not handle (all ones = nothing there)."""
+        """`in` from a port the engine does not handle (all ones = nothing there).
+        A handler whose class sets `io_in_all_ones = True` answers every port
+        that way, and an engine may then answer without calling it."""
 
     def io_out(self, vcpu: "Vcpu", port: int, size: int, value: int) -> None:
         """`out` to any port but HYPERCALL_PORT."""

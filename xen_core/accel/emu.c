@@ -259,6 +259,8 @@ static void hook_out(uc_engine *uc, uint32_t port, int size, uint32_t value, voi
 static uint32_t hook_in(uc_engine *uc, uint32_t port, int size, void *ud)
 {
     struct emu_vcpu *v = ud;
+    if (v->io_in_ones) /* the handler answers all ones to every port */
+        return size >= 4 ? 0xffffffffu : (1u << (8 * size)) - 1;
     v->exit.kind = EMU_EXIT_IO_IN;
     v->exit.port = port;
     v->exit.size = size;
@@ -920,6 +922,8 @@ struct emu_exit *emu_exit_of(struct emu_vcpu *v) { return &v->exit; }
 void emu_set_c_hypercalls(struct emu_vcpu *v, int on) { v->c_hypercalls = on; }
 
 void emu_set_async_irq(struct emu_vcpu *v, int on) { v->async_irq = on != 0; }
+
+void emu_set_io_in_ones(struct emu_vcpu *v, int on) { v->io_in_ones = on != 0; }
 
 uint64_t emu_counter(struct emu_vcpu *v, int which)
 {

@@ -88,6 +88,7 @@ const char *emu_error(struct emu_vcpu *v);
 struct emu_exit *emu_exit_of(struct emu_vcpu *v);
 void emu_set_c_hypercalls(struct emu_vcpu *v, int on);
 void emu_set_async_irq(struct emu_vcpu *v, int on);
+void emu_set_io_in_ones(struct emu_vcpu *v, int on);
 uint64_t emu_counter(struct emu_vcpu *v, int which);
 double emu_bench_bare_loop(uint64_t iterations, int empty_block_hook);
 

@@ -199,6 +199,8 @@ class EmuVcpu:
             raise RuntimeError(f"emu vcpu {self.id} is already running")
         self._handler = handler
         self._hypercall = handler.hypercall
+        # Linux's failed PIT calibration alone reads port 0x42 ~100k times.
+        lib.emu_set_io_in_ones(self._v, int(getattr(handler, "io_in_all_ones", False)))
         self._exc = None
         self._running = True
         try:

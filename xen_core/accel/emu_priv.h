@@ -96,6 +96,7 @@ struct emu_vcpu {
     int reason;
     int c_hypercalls; /* benchmark: answer hypercalls in C, no Python */
     int async_irq; /* deliver interrupts at block boundaries while busy */
+    int io_in_ones; /* answer every `in` with all ones, without Python */
     int irq_point; /* async_irq off: this stop is at a hypercall or hlt */
     uint64_t slice_start;
     uint64_t syscall_rip;
