@@ -419,7 +419,10 @@ static void hook_post_out(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
 
 enum { SITE_WRMSR, SITE_POST_OUT, SITE_RDMSR };
 
-static inline unsigned scan_slot(uint64_t a) { return (a ^ (a >> 12)) & (SCAN_SLOTS - 1); }
+/* By address, 4 bytes a slot: the blocks of a hot loop share a few cache
+ * lines of the table (a hash spreading them over its 512 KiB made this
+ * lookup a cache miss per executed block: ~7% of a Linux boot). */
+static inline unsigned scan_slot(uint64_t a) { return (a >> 2) & (SCAN_SLOTS - 1); }
 
 static void scan_block(struct emu_vcpu *v, uc_engine *uc, uint64_t addr, uint32_t size)
 {
@@ -494,11 +497,15 @@ static void wake_vcpu(struct emu_vcpu *v)
     pthread_mutex_unlock(&v->mu);
 }
 
-static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
+/* What the block hook acts on (F_KICK, left set by a kick that found the
+ * vCPU running, only ends a C hlt wait). */
+#define BLOCK_FLAGS (F_STOP | F_OPS | F_RIP | F_YIELD | F_IRQ)
+
+static void __attribute__((noinline))
+block_slow(uc_engine *uc, uint64_t addr, uint32_t size, struct emu_vcpu *v)
 {
-    struct emu_vcpu *v = ud;
-    unsigned f = atomic_load_explicit(&v->flags, memory_order_relaxed);
-    if (__builtin_expect(f != 0, 0)) {
+    unsigned f = atomic_load_explicit(&v->flags, memory_order_relaxed) & BLOCK_FLAGS;
+    if (f != 0) {
         if (f & (F_STOP | F_OPS | F_RIP)) {
             v->reason = R_ASYNC;
             v->counters[C_BLOCK_STOPS]++;
@@ -523,8 +530,18 @@ static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
             }
         }
     }
-    if (__builtin_expect(v->scanned[scan_slot(addr)] != addr, 0))
+    if (v->scanned[scan_slot(addr)] != addr)
         scan_block(v, uc, addr, size);
+}
+
+/* Runs before every executed block: the common case (nothing pending, the
+ * block already scanned) stays a leaf. */
+static void hook_block(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
+{
+    struct emu_vcpu *v = ud;
+    if (__builtin_expect((atomic_load_explicit(&v->flags, memory_order_relaxed) & BLOCK_FLAGS) ||
+                         v->scanned[scan_slot(addr)] != addr, 0))
+        block_slow(uc, addr, size, v);
 }
 
 /* --------------------------------------------------------- run loop */
