@@ -476,6 +476,19 @@ static void probe_block(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
 
 static int32_t at32(uc_context *c, long off) { return *(int32_t *)((char *)c + off); }
 
+/* CPUID leaf `leaf`, subleaf 0, as unicorn answers it (the probe code at
+ * 0x4300 is `cpuid; hlt`). */
+static void probe_cpuid(uc_engine *uc, uc_context *reset, uint32_t leaf, uint32_t out[4])
+{
+    static const int r[4] = {UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX};
+    uc_context_restore(uc, reset);
+    wreg(uc, UC_X86_REG_RAX, leaf);
+    wreg(uc, UC_X86_REG_RCX, 0);
+    uc_emu_start(uc, 0x4300, NEVER_PC, 0, 10);
+    for (int i = 0; i < 4; i++)
+        out[i] = (uint32_t)rreg(uc, r[i]);
+}
+
 /* Find where this unicorn build keeps error_code, exception_is_int,
  * old_exception and hflags inside a saved context, by diffing snapshots of
  * probe runs: #GP(0x1238) from loading a bad selector, int3, and the block
@@ -528,25 +541,12 @@ int emu_calibrate(char *err, size_t errlen)
     p.want_block2 = 0x4202;
     wreg(uc, UC_X86_REG_RSP, rsp);
     uc_emu_start(uc, 0x4200, NEVER_PC, 0, 100);
-    /* Unicorn's own leaf 1, to which the engine adds the APIC ID. */
+    /* Unicorn's own leaf 1 (the engine adds the APIC ID) and leaf 7.0 (it
+     * adds ARCH_CAPABILITIES). */
     static const uint8_t code_cpuid[] = {0x0f, 0xa2, 0xf4};
-    uc_context_restore(uc, reset);
     uc_mem_write(uc, 0x4300, code_cpuid, sizeof(code_cpuid));
-    wreg(uc, UC_X86_REG_RAX, 1);
-    wreg(uc, UC_X86_REG_RCX, 0);
-    uc_emu_start(uc, 0x4300, NEVER_PC, 0, 10);
-    cal.leaf1[0] = (uint32_t)rreg(uc, UC_X86_REG_RAX);
-    cal.leaf1[1] = (uint32_t)rreg(uc, UC_X86_REG_RBX);
-    cal.leaf1[2] = (uint32_t)rreg(uc, UC_X86_REG_RCX);
-    cal.leaf1[3] = (uint32_t)rreg(uc, UC_X86_REG_RDX);
-    uc_context_restore(uc, reset);
-    wreg(uc, UC_X86_REG_RAX, 7);
-    wreg(uc, UC_X86_REG_RCX, 0);
-    uc_emu_start(uc, 0x4300, NEVER_PC, 0, 10);
-    cal.leaf7[0] = (uint32_t)rreg(uc, UC_X86_REG_RAX);
-    cal.leaf7[1] = (uint32_t)rreg(uc, UC_X86_REG_RBX);
-    cal.leaf7[2] = (uint32_t)rreg(uc, UC_X86_REG_RCX);
-    cal.leaf7[3] = (uint32_t)rreg(uc, UC_X86_REG_RDX);
+    probe_cpuid(uc, reset, 1, cal.leaf1);
+    probe_cpuid(uc, reset, 7, cal.leaf7);
     /* In 64-bit mode the API writes selectors only: find CS's cache. */
     uc_context *sel = NULL;
     uc_context_alloc(uc, &sel);
