@@ -732,15 +732,15 @@ static bool fast_halt(struct emu_vcpu *v)
             rel.tv_nsec = left % 1000000000;
         }
         int r = ppoll(pf, n + 1, &rel, NULL);
+        pthread_mutex_lock(&v->mu);
+        v->polling = 0; /* before serving: a delivery to this vCPU needs no write */
+        pthread_mutex_unlock(&v->mu);
         if (r > 0 && (pf[0].revents & POLLIN)) {
             uint64_t x;
             (void)!read(v->wake_fd, &x, sizeof(x));
         }
         for (int i = 0; i < n; i++)
             evf_halt_serve(hs[i], r > 0 && pf[i + 1].revents);
-        pthread_mutex_lock(&v->mu);
-        v->polling = 0;
-        pthread_mutex_unlock(&v->mu);
         if (r == 0 && !(atomic_load(&v->flags) & WAKE_FLAGS)) {
             woken = false;
             break;

@@ -24,6 +24,8 @@ struct evf_handle {
     int users; /* consumers inside a poll or recv on fd */
     int gone;  /* the handle closed: nobody serves it again */
     int efd;   /* eventfd: a vCPU left the handle thread work (closed with fd) */
+    int vpollers; /* halted vCPUs polling fd */
+    int aside;    /* the handle thread waits on efd only (vCPUs watch fd) */
     /* under mu (busy also read as a hint without it) */
     _Atomic int busy; /* a record is Python's: vCPUs leave the handle alone */
     int kick_pending; /* a vCPU delivered, a waiter in Python needs a kick */
@@ -592,9 +594,16 @@ int evf_handle_serve(struct evf_handle *h)
         if (r != EVF_SERVE_AGAIN)
             break;
         pthread_mutex_unlock(&h->mu);
-        struct pollfd pf[2] = {{h->fd, POLLIN, 0}, {h->efd, POLLIN, 0}};
-        int n = poll(pf, 2, -1);
-        if (n > 0 && (pf[1].revents & POLLIN)) {
+        /* While a halted vCPU polls the socket, only it is woken by a
+         * record (both woken, this thread would mostly win and then wake
+         * the vCPU). The vCPUs say, on efd, when that changes. */
+        pthread_mutex_lock(&evf_lock);
+        h->aside = h->vpollers > 0;
+        int aside = h->aside;
+        pthread_mutex_unlock(&evf_lock);
+        struct pollfd pf[2] = {{h->efd, POLLIN, 0}, {h->fd, POLLIN, 0}};
+        int n = poll(pf, aside ? 1 : 2, -1);
+        if (n > 0 && (pf[0].revents & POLLIN)) {
             uint64_t x;
             (void)!read(h->efd, &x, sizeof(x));
         }
@@ -622,6 +631,10 @@ int evf_halt_handles(struct evf_table *t, struct evf_handle **hs, int *fds, int 
             continue;
         h->refs++;
         h->users++;
+        if (!h->vpollers++ && !h->aside) {
+            uint64_t one = 1; /* the handle thread steps aside */
+            (void)!write(h->efd, &one, sizeof(one));
+        }
         hs[n] = h;
         fds[n++] = h->fd;
     }
@@ -648,6 +661,10 @@ void evf_halt_serve(struct evf_handle *h, int readable)
         pthread_mutex_unlock(&h->mu);
     }
     pthread_mutex_lock(&evf_lock);
+    if (!--h->vpollers && h->aside && h->efd >= 0) {
+        uint64_t one = 1; /* the handle thread watches the socket again */
+        (void)!write(h->efd, &one, sizeof(one));
+    }
     h->users--;
     close_fd_locked(h);
     put_locked(h);
