@@ -13,7 +13,6 @@ keeps everything in Python (`xen_core.evtchn.PortFlags`).
 """
 from __future__ import annotations
 
-import errno
 import itertools
 
 from .abi import event_channel as e
@@ -61,7 +60,7 @@ class Dom0PortState:
         lib.evf_dom0_own(self.cdata, port, 0)
         lib.evf_uncache_notify(self.cdata, port)
 
-    # -- what a handle's commands need (evf_handle_serve) --
+    # -- what a handle's commands need (evf_serve) --
     def own(self, port: int, token: int) -> None:
         """`port` is held by the handle `token` (a handle's unmask/notify of
         a port it does not hold stays Python's, which ignores it)."""
@@ -110,12 +109,10 @@ class Dom0PortState:
 
 
 class CommandServer:
-    """A dom0 evtchn handle's command stream served in C (`evf_handle_serve`,
-    shared with the halted vCPUs of the guests its ports notify): `next()`
-    blocks without the GIL and returns only for work Python must do:
-    ("slow", cmd, port), ("kick", domid, port, vcpu, flags) or None at the
-    end of the stream. C reads and writes its own dup of `rfd` (the handle's
-    socket), closed once the handle is gone and no reader is on it."""
+    """A dom0 evtchn handle's command stream served in C (`evf_serve`):
+    `next()` blocks without the GIL and returns only for work Python must
+    do: ("slow", cmd, port), ("kick", domid, port, vcpu, flags) or None at
+    the end of the stream."""
 
     RECORD = 8
 
@@ -123,16 +120,13 @@ class CommandServer:
         self.state = state
         self.token = next(_tokens)
         self.rfd, self.wfd = rfd, wfd
-        h = lib.evf_handle_new(state.cdata, self.token, rfd)
-        if h == ffi.NULL:
-            raise OSError(errno.EMFILE, "evtchn handle: no fd or memory for its stream")
-        self.h = ffi.gc(h, lib.evf_handle_put)
-        self.buf = lib.evf_handle_buf(h)
-        self.s = lib.evf_handle_state(h)
+        self.buf = ffi.new("uint8_t[]", 4096)
+        self.s = ffi.new("struct evf_serve *")
 
     def next(self):
         s = self.s
-        rc = lib.evf_handle_serve(self.h)
+        rc = lib.evf_serve(self.state.cdata, self.token, self.rfd, self.wfd, self.buf,
+                           len(self.buf), s)
         if rc == SERVE_SLOW:
             rec = ffi.unpack(self.buf + s.off, self.RECORD)
             s.off += self.RECORD

@@ -25,7 +25,7 @@ def test_c_reads_the_handle_records_privif_defines():
     from xen_core.evtchn_fast import lib
     assert (lib.EVF_CMD_UNMASK, lib.EVF_CMD_NOTIFY) == \
         (privif.EVTCHN_CMD_UNMASK, privif.EVTCHN_CMD_NOTIFY)
-    assert privif.EVTCHN_CMD.size == 8      # two u32, as evf_handle_serve parses them
+    assert privif.EVTCHN_CMD.size == 8      # two u32, as evf_serve parses them
 
 
 def _apply(flags, ops):
@@ -468,54 +468,3 @@ def test_guest_to_guest_send_in_c_and_its_misuse(world):
     assert guest_send(d, p1) == 0 and not guest_pending(d2, p2)   # unbound: dropped
     assert guest_send(d2, p2) == -x.EINVAL                 # closed
     core.destroy_domain(d2.domid)
-
-
-def test_a_halted_vcpu_serves_the_handles_notifying_its_guest_in_order():
-    """What fast_halt does with a dom0 handle whose port notifies its guest
-    (evf_halt_handles / evf_halt_serve), from this thread: it serves what C
-    can (an unmask, re-delivering a latched event), leaves a record only
-    Python can do to the handle thread, in order, and stops polling a
-    handle that is Python's or gone."""
-    from xen_core.abi.privif import EVTCHN_CMD, EVTCHN_CMD_NOTIFY, EVTCHN_CMD_UNMASK
-    from xen_core.evtchn_fast import ffi, lib
-    state = evtchn_fast.Dom0PortState()
-    core_end, proc = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    bitmaps = ffi.new("uint64_t[128]")            # the guest's pending + mask words
-    addr = int(ffi.cast("uintptr_t", bitmaps))
-    guest = evtchn_fast.FastPorts(state, 1, addr, addr + 512)
-    other = evtchn_fast.FastPorts(state, 2, addr, addr + 512)
-    srv = evtchn_fast.CommandServer(state, core_end.fileno(), core_end.fileno())
-    hs, fds = ffi.new("struct evf_handle *[16]"), ffi.new("int[16]")
-    try:
-        state.own(5, srv.token)
-        assert lib.evf_halt_handles(guest.cdata, hs, fds, 16) == 0   # nothing notifies it yet
-        state.cache_notify(5, guest, 9, 0)
-        assert lib.evf_halt_handles(other.cdata, hs, fds, 16) == 0   # another guest's
-        assert lib.evf_halt_handles(guest.cdata, hs, fds, 16) == 1
-        dup = fds[0]
-        assert dup != core_end.fileno() and os.path.sameopenfile(dup, core_end.fileno())
-        lib.evf_halt_serve(hs[0], 0)                  # woken for something else
-        assert state.mark(5) and not state.mark(5)    # delivered, then latched
-        n = state.fast_commands
-        # the unmask re-delivers; the notify needs Python (vCPU 0 not filled);
-        # the unmask after it must wait its turn
-        proc.sendall(EVTCHN_CMD.pack(EVTCHN_CMD_UNMASK, 5) + EVTCHN_CMD.pack(EVTCHN_CMD_NOTIFY, 5)
-                     + EVTCHN_CMD.pack(EVTCHN_CMD_UNMASK, 5))
-        assert lib.evf_halt_handles(guest.cdata, hs, fds, 16) == 1
-        lib.evf_halt_serve(hs[0], 1)
-        proc.setblocking(False)                       # served before the call returned
-        assert proc.recv(64) == (5).to_bytes(4, "little") and state.fast_commands == n + 1
-        assert state.masked(5)                        # re-delivered: masked again
-        assert lib.evf_halt_handles(guest.cdata, hs, fds, 16) == 0   # Python's turn
-        assert srv.next() == ("slow", EVTCHN_CMD_NOTIFY, 5)
-        proc.sendall(EVTCHN_CMD.pack(EVTCHN_CMD_NOTIFY, 4000))       # makes next() return
-        assert srv.next() == ("slow", EVTCHN_CMD_NOTIFY, 4000)
-        assert not state.masked(5) and state.fast_commands == n + 2  # the third record, in C
-        state.handle_gone(srv.token)
-        assert lib.evf_halt_handles(guest.cdata, hs, fds, 16) == 0
-        with pytest.raises(OSError):
-            os.fstat(dup)                             # closed with the handle
-        assert srv.next() is None
-    finally:
-        core_end.close()
-        proc.close()

@@ -102,15 +102,8 @@ void evf_guest_vcpu(struct evf_table *t, uint32_t vcpu, uint64_t vinfo, struct e
 void evf_guest_flush(struct evf_table *t);
 void evf_guest_forget_vcpu(struct evf_table *t, uint32_t vcpu);
 void evf_guest_gone(struct evf_table *t);
-struct evf_handle;
-struct evf_handle *evf_handle_new(struct evf_dom0 *d, uint32_t token, int fd);
-void evf_handle_put(struct evf_handle *h);
-uint8_t *evf_handle_buf(struct evf_handle *h);
-struct evf_serve *evf_handle_state(struct evf_handle *h);
-int evf_handle_serve(struct evf_handle *h);
-#define EVF_HALT_MAX 16
-int evf_halt_handles(struct evf_table *t, struct evf_handle **hs, int *fds, int max);
-void evf_halt_serve(struct evf_handle *h, int readable);
+int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf, int cap,
+              struct evf_serve *s);
 int emu_machine_all_in_c(struct emu_machine *m);
 int emu_machine_pause(struct emu_machine *m, int wait);
 void emu_machine_resume(struct emu_machine *m);

@@ -33,10 +33,6 @@
  */
 #include "emu_priv.h"
 
-#include <poll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
-
 /* Provided by cffi (extern "Python"). */
 static int emu_py_exit(uint64_t token);
 
@@ -454,20 +450,10 @@ static bool irq_pending(struct emu_vcpu *v)
  * signalled under v->mu, so the waiter cannot miss one). */
 #define WAKE_FLAGS (F_STOP | F_IRQ | F_OPS | F_RIP | F_KICK)
 
-/* Under v->mu: the hlt wait is a condition variable, or a poll. */
-static void signal_wake(struct emu_vcpu *v)
-{
-    pthread_cond_signal(&v->wake);
-    if (v->polling) {
-        uint64_t one = 1;
-        (void)!write(v->wake_fd, &one, sizeof(one));
-    }
-}
-
 static void wake_vcpu(struct emu_vcpu *v)
 {
     pthread_mutex_lock(&v->mu);
-    signal_wake(v);
+    pthread_cond_signal(&v->wake);
     pthread_mutex_unlock(&v->mu);
 }
 
@@ -571,11 +557,11 @@ static int mem_op(struct emu_vcpu *v, int kind, uint64_t gpa, uint64_t size, uin
     } else if (v->nops < MAX_OPS) {
         v->ops[v->nops++] = op;
         atomic_fetch_or(&v->flags, F_OPS);
-        signal_wake(v);
+        pthread_cond_signal(&v->wake);
     } else if (kind == 2) {
         v->ops_overflow = 1;
         atomic_fetch_or(&v->flags, F_OPS);
-        signal_wake(v);
+        pthread_cond_signal(&v->wake);
     } else {
         rc = UC_ERR_NOMEM;
     }
@@ -599,7 +585,7 @@ void emu_flush_code(struct emu_vcpu *v)
     } else {
         v->ops_overflow = 1; /* drain_ops: flush everything */
         atomic_fetch_or(&v->flags, F_OPS);
-        signal_wake(v);
+        pthread_cond_signal(&v->wake);
     }
     pthread_mutex_unlock(&v->mu);
 }
@@ -676,13 +662,10 @@ static bool stopped_at_hlt(struct emu_vcpu *v)
 /* hlt with interrupts on: wait here, without the GIL or the CPU lock, for
  * an interrupt, a stop, a memory op or a kick, instead of a round trip
  * through Python's halt (its GIL hand-off and condition variable are most
- * of an event's wake-up latency). When dom0 evtchn handles notify this
- * guest, the wait is a poll on their sockets too, serving what arrives
- * (evf_halt_serve): a dom0 notify then wakes this thread itself, not the
- * handle's core thread which would wake this one. Bounded by
- * halt_wait_ns: a vCPU still idle then goes to Python's halt, which
- * accounts it blocked and checks evtchn_upcall_pending (the level Xen
- * asserts at each VM entry). True when woken here. */
+ * of an event's wake-up latency). Bounded by halt_wait_ns: a vCPU still
+ * idle then goes to Python's halt, which accounts it blocked and checks
+ * evtchn_upcall_pending (the level Xen asserts at each VM entry). True
+ * when woken here. */
 static bool fast_halt(struct emu_vcpu *v)
 {
     if (!v->halt_wait_ns || !(rreg(v->uc, UC_X86_REG_RFLAGS) & RFLAGS_IF))
@@ -694,59 +677,14 @@ static bool fast_halt(struct emu_vcpu *v)
     dl.tv_nsec = ns % 1000000000u;
     bool woken = true;
     cpu_unlock(v);
-    struct evf_table *t = v->m->evtchn;
-    if (t && v->wake_fd < 0)
-        v->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    for (;;) {
-        struct evf_handle *hs[EVF_HALT_MAX];
-        int fds[EVF_HALT_MAX];
-        /* before v->mu: a delivery takes evf_lock, then v->mu */
-        int n = t && v->wake_fd >= 0 ? evf_halt_handles(t, hs, fds, EVF_HALT_MAX) : 0;
-        pthread_mutex_lock(&v->mu);
-        if (atomic_load(&v->flags) & WAKE_FLAGS) {
-            pthread_mutex_unlock(&v->mu);
-            for (int i = 0; i < n; i++)
-                evf_halt_serve(hs[i], 0);
-            break;
-        }
-        if (!n) {
-            if (pthread_cond_timedwait(&v->wake, &v->mu, &dl) != 0 &&
-                !(atomic_load(&v->flags) & WAKE_FLAGS))
-                woken = false;
-            pthread_mutex_unlock(&v->mu);
-            if (!woken)
-                break;
-            continue;
-        }
-        v->polling = 1;
-        pthread_mutex_unlock(&v->mu);
-        struct pollfd pf[EVF_HALT_MAX + 1];
-        pf[0] = (struct pollfd){v->wake_fd, POLLIN, 0};
-        for (int i = 0; i < n; i++)
-            pf[i + 1] = (struct pollfd){fds[i], POLLIN, 0};
-        struct timespec now, rel = {0, 0};
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        int64_t left = (int64_t)(dl.tv_sec - now.tv_sec) * 1000000000 + (dl.tv_nsec - now.tv_nsec);
-        if (left > 0) {
-            rel.tv_sec = left / 1000000000;
-            rel.tv_nsec = left % 1000000000;
-        }
-        int r = ppoll(pf, n + 1, &rel, NULL);
-        pthread_mutex_lock(&v->mu);
-        v->polling = 0; /* before serving: a delivery to this vCPU needs no write */
-        pthread_mutex_unlock(&v->mu);
-        if (r > 0 && (pf[0].revents & POLLIN)) {
-            uint64_t x;
-            (void)!read(v->wake_fd, &x, sizeof(x));
-        }
-        for (int i = 0; i < n; i++)
-            evf_halt_serve(hs[i], r > 0 && pf[i + 1].revents);
-        if (r == 0 && !(atomic_load(&v->flags) & WAKE_FLAGS)) {
+    pthread_mutex_lock(&v->mu);
+    while (!(atomic_load(&v->flags) & WAKE_FLAGS)) {
+        if (pthread_cond_timedwait(&v->wake, &v->mu, &dl) != 0 &&
+            !(atomic_load(&v->flags) & WAKE_FLAGS)) {
             woken = false;
             break;
         }
     }
-    pthread_mutex_lock(&v->mu);
     atomic_fetch_and(&v->flags, ~F_KICK);
     pthread_mutex_unlock(&v->mu);
     cpu_lock(v);
@@ -1003,7 +941,6 @@ struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, uint64_t token, cha
     v->wrmsr_skip = ~0ull;
     v->async_irq = 1;
     memset(v->scanned, 0xff, sizeof(v->scanned));
-    v->wake_fd = -1;
     pthread_mutex_init(&v->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -1056,8 +993,6 @@ void emu_vcpu_free(struct emu_vcpu *v)
         uc_close(v->uc);
     pthread_mutex_destroy(&v->mu);
     pthread_cond_destroy(&v->wake);
-    if (v->wake_fd >= 0)
-        close(v->wake_fd);
     free(v->priv);
     free(v->lapic);
     free(v);

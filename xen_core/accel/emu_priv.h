@@ -102,8 +102,6 @@ struct emu_vcpu {
     pthread_mutex_t mu;
     pthread_cond_t wake; /* with mu: a hlt waiting in C (fast_halt) */
     uint64_t halt_wait_ns; /* how long hlt waits in C before Python's halt; 0: never */
-    int wake_fd; /* eventfd: fast_halt polls it with dom0 evtchn handles, -1: none yet */
-    int polling; /* with mu: fast_halt is in that poll (signal wake_fd too) */
     struct mem_op ops[MAX_OPS];
     int nops, ops_overflow;
     uint64_t scanned[SCAN_SLOTS];

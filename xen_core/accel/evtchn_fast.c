@@ -1,112 +1,12 @@
 /* Event-channel fast path (see evtchn_fast.h). */
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "evtchn_fast.h"
 
 static pthread_mutex_t evf_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* A dom0 evtchn handle's stream (evtchn_fast.h). */
-struct evf_handle {
-    pthread_mutex_t mu; /* one consumer at a time: the records stay in order */
-    struct evf_dom0 *d;
-    uint32_t token;
-    /* under evf_lock */
-    int fd;    /* dup of the handle's socket, -1 once closed */
-    int refs;  /* Python's, one per guest link, one per halted vCPU polling */
-    int users; /* consumers inside a poll or recv on fd */
-    int gone;  /* the handle closed: nobody serves it again */
-    int efd;   /* eventfd: a vCPU left the handle thread work (closed with fd) */
-    int vpollers; /* halted vCPUs polling fd */
-    int aside;    /* the handle thread waits on efd only (vCPUs watch fd) */
-    /* under mu (busy also read as a hint without it) */
-    _Atomic int busy; /* a record is Python's: vCPUs leave the handle alone */
-    int kick_pending; /* a vCPU delivered, a waiter in Python needs a kick */
-    int eof;
-    struct evf_serve s;
-    uint8_t buf[EVF_HANDLE_BUF];
-};
-
-/* Handles by (dom0 state, token), and which guests each one's ports notify
- * (a link holds a reference): what a halted vCPU polls. */
-#define EVF_MAX_HANDLES 256
-#define EVF_MAX_LINKS 1024
-static struct evf_handle *handles[EVF_MAX_HANDLES];
-static struct {
-    struct evf_table *t;
-    struct evf_handle *h;
-} links[EVF_MAX_LINKS];
-
-static struct evf_handle *find_handle_locked(struct evf_dom0 *d, uint32_t token)
-{
-    for (int i = 0; token && i < EVF_MAX_HANDLES; i++)
-        if (handles[i] && handles[i]->d == d && handles[i]->token == token)
-            return handles[i];
-    return NULL;
-}
-
-static void close_fd_locked(struct evf_handle *h)
-{
-    if (h->gone && !h->users && h->fd >= 0) {
-        close(h->fd);
-        close(h->efd);
-        h->fd = h->efd = -1;
-    }
-}
-
-static void put_locked(struct evf_handle *h)
-{
-    if (--h->refs > 0)
-        return;
-    for (int i = 0; i < EVF_MAX_HANDLES; i++)
-        if (handles[i] == h)
-            handles[i] = NULL;
-    if (h->fd >= 0) {
-        close(h->fd);
-        close(h->efd);
-    }
-    pthread_mutex_destroy(&h->mu);
-    free(h);
-}
-
-static void unlink_locked(struct evf_table *t, struct evf_handle *h)
-{
-    for (int i = 0; i < EVF_MAX_LINKS; i++)
-        if (links[i].h && (!t || links[i].t == t) && (!h || links[i].h == h)) {
-            struct evf_handle *x = links[i].h;
-            links[i].h = NULL;
-            links[i].t = NULL;
-            put_locked(x);
-        }
-}
-
-/* dom0 port `port` notifies guest `g`: its vCPUs may serve the holder's stream. */
-static void link_locked(struct evf_dom0 *d, uint32_t port, struct evf_table *g)
-{
-    struct evf_handle *h = find_handle_locked(d, d->owner[port]);
-    if (!h || h->gone || !g->live)
-        return;
-    int fr = -1;
-    for (int i = 0; i < EVF_MAX_LINKS; i++) {
-        if (links[i].h == h && links[i].t == g)
-            return;
-        if (!links[i].h && fr < 0)
-            fr = i;
-    }
-    if (fr < 0)
-        return; /* full: the handle thread alone serves it, as before */
-    links[fr].t = g;
-    links[fr].h = h;
-    h->refs++;
-}
-
 
 /* An event for dom0 port `port`: 1 when it is now masked and must be
  * delivered, 0 when it was masked already (latched for the unmask). */
@@ -300,15 +200,6 @@ void evf_handle_gone(struct evf_dom0 *d, uint32_t token)
     for (int p = 0; p < EVF_NR_PORTS; p++)
         if (d->owner[p] == token)
             d->owner[p] = 0;
-    struct evf_handle *h = find_handle_locked(d, token);
-    if (h) {
-        h->gone = 1;
-        for (int i = 0; i < EVF_MAX_HANDLES; i++)
-            if (handles[i] == h)
-                handles[i] = NULL;
-        unlink_locked(NULL, h); /* Python's reference keeps it */
-        close_fd_locked(h);
-    }
     pthread_mutex_unlock(&evf_lock);
 }
 
@@ -321,8 +212,6 @@ void evf_cache_notify(struct evf_dom0 *d, uint32_t port, struct evf_table *g, ui
     d->target[port] = g;
     d->tport[port] = gport;
     d->tvcpu[port] = vcpu;
-    if (g)
-        link_locked(d, port, g);
     pthread_mutex_unlock(&evf_lock);
 }
 
@@ -394,7 +283,6 @@ void evf_guest_gone(struct evf_table *t)
     t->live = 0;
     memset(t->ready, 0, sizeof(t->ready));
     memset(t->vcpu, 0, sizeof(t->vcpu));
-    unlink_locked(t, NULL);
     pthread_mutex_unlock(&evf_lock);
 }
 
@@ -479,194 +367,37 @@ static int command_locked(struct evf_dom0 *d, uint32_t token, int wfd, uint32_t 
     return EVF_SERVE_SLOW;
 }
 
-/* ------------------------------------ a handle's stream (evtchn_fast.h) */
-
-struct evf_handle *evf_handle_new(struct evf_dom0 *d, uint32_t token, int fd)
+/* A dom0 evtchn handle's command stream, served without Python: blocks in
+ * recv(rfd) (the caller releases the GIL), answers unmask and notify for
+ * ports this handle holds, and returns only for what Python must do. */
+int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf, int cap,
+              struct evf_serve *s)
 {
-    struct evf_handle *h = calloc(1, sizeof(*h));
-    if (!h)
-        return NULL;
-    h->d = d;
-    h->token = token;
-    h->refs = 1;
-    h->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    h->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (h->fd < 0 || h->efd < 0) {
-        if (h->fd >= 0)
-            close(h->fd);
-        if (h->efd >= 0)
-            close(h->efd);
-        free(h);
-        return NULL;
-    }
-    pthread_mutex_init(&h->mu, NULL);
-    pthread_mutex_lock(&evf_lock);
-    for (int i = 0; i < EVF_MAX_HANDLES; i++)
-        if (!handles[i]) {
-            handles[i] = h; /* else: no vCPU serves it, the handle thread does */
-            break;
-        }
-    pthread_mutex_unlock(&evf_lock);
-    return h;
-}
-
-void evf_handle_put(struct evf_handle *h)
-{
-    pthread_mutex_lock(&evf_lock);
-    put_locked(h);
-    pthread_mutex_unlock(&evf_lock);
-}
-
-uint8_t *evf_handle_buf(struct evf_handle *h) { return h->buf; }
-struct evf_serve *evf_handle_state(struct evf_handle *h) { return &h->s; }
-
-#define EVF_SERVE_AGAIN (-1) /* the socket is empty */
-
-/* Under h->mu: the buffered records, then whatever the socket holds. A
- * record Python must see stays at `off` (SLOW) or is done with its kick
- * in h->s (KICK); either way the handle is Python's until its thread
- * comes back. */
-static int serve_locked(struct evf_handle *h)
-{
-    struct evf_serve *s = &h->s;
     for (;;) {
         while (s->have - s->off >= 8) {
             uint32_t cmd, port;
-            memcpy(&cmd, h->buf + s->off, 4);
-            memcpy(&port, h->buf + s->off + 4, 4);
+            memcpy(&cmd, buf + s->off, 4);
+            memcpy(&port, buf + s->off + 4, 4);
             pthread_mutex_lock(&evf_lock);
-            int r = command_locked(h->d, h->token, h->fd, cmd, port, s);
+            int r = command_locked(d, token, wfd, cmd, port, s);
             pthread_mutex_unlock(&evf_lock);
-            if (r == EVF_SERVE_SLOW) {
-                h->busy = 1;
+            if (r == EVF_SERVE_SLOW)
                 return r;
-            }
             s->off += 8;
-            if (r == EVF_SERVE_KICK) {
-                h->busy = 1;
+            if (r == EVF_SERVE_KICK)
                 return r;
-            }
         }
-        memmove(h->buf, h->buf + s->off, s->have - s->off);
+        memmove(buf, buf + s->off, s->have - s->off);
         s->have -= s->off;
         s->off = 0;
-        ssize_t n = recv(h->fd, h->buf + s->have, EVF_HANDLE_BUF - s->have, MSG_DONTWAIT);
-        if (n > 0) {
-            s->have += n;
-            continue;
-        }
-        if (n == 0) {
-            h->eof = 1;
+        ssize_t n = recv(rfd, buf + s->have, cap - s->have, 0);
+        if (n == 0)
             return EVF_SERVE_EOF;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
         }
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return EVF_SERVE_AGAIN;
-        h->eof = 1; /* no halted vCPU polls a broken socket again */
-        return -errno;
+        s->have += n;
     }
-}
-
-/* The handle thread: serves the stream (sharing it with halted vCPUs) and
- * returns only for what Python must do, or EVF_SERVE_EOF. Its caller has
- * released the GIL and finished the record or kick it was last given. */
-int evf_handle_serve(struct evf_handle *h)
-{
-    pthread_mutex_lock(&evf_lock);
-    if (h->gone || h->fd < 0) {
-        pthread_mutex_unlock(&evf_lock);
-        return EVF_SERVE_EOF;
-    }
-    h->users++;
-    pthread_mutex_unlock(&evf_lock);
-    pthread_mutex_lock(&h->mu);
-    h->busy = 0;
-    int r;
-    for (;;) {
-        if (h->kick_pending) {
-            h->kick_pending = 0;
-            h->busy = 1;
-            r = EVF_SERVE_KICK;
-            break;
-        }
-        r = serve_locked(h);
-        if (r != EVF_SERVE_AGAIN)
-            break;
-        pthread_mutex_unlock(&h->mu);
-        /* While a halted vCPU polls the socket, only it is woken by a
-         * record (both woken, this thread would mostly win and then wake
-         * the vCPU). The vCPUs say, on efd, when that changes. */
-        pthread_mutex_lock(&evf_lock);
-        h->aside = h->vpollers > 0;
-        int aside = h->aside;
-        pthread_mutex_unlock(&evf_lock);
-        struct pollfd pf[2] = {{h->efd, POLLIN, 0}, {h->fd, POLLIN, 0}};
-        int n = poll(pf, aside ? 1 : 2, -1);
-        if (n > 0 && (pf[0].revents & POLLIN)) {
-            uint64_t x;
-            (void)!read(h->efd, &x, sizeof(x));
-        }
-        pthread_mutex_lock(&h->mu);
-        if (n < 0 && errno != EINTR) {
-            r = -errno;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&h->mu);
-    pthread_mutex_lock(&evf_lock);
-    h->users--;
-    close_fd_locked(h);
-    pthread_mutex_unlock(&evf_lock);
-    return r;
-}
-
-int evf_halt_handles(struct evf_table *t, struct evf_handle **hs, int *fds, int max)
-{
-    int n = 0;
-    pthread_mutex_lock(&evf_lock);
-    for (int i = 0; i < EVF_MAX_LINKS && n < max; i++) {
-        struct evf_handle *h = links[i].h;
-        if (!h || links[i].t != t || h->gone || h->fd < 0 || h->busy)
-            continue;
-        h->refs++;
-        h->users++;
-        if (!h->vpollers++ && !h->aside) {
-            uint64_t one = 1; /* the handle thread steps aside */
-            (void)!write(h->efd, &one, sizeof(one));
-        }
-        hs[n] = h;
-        fds[n++] = h->fd;
-    }
-    pthread_mutex_unlock(&evf_lock);
-    return n;
-}
-
-/* A halted vCPU serves a handle whose socket turned readable: a notify
- * for its own guest then wakes it with no other thread in between. What
- * only Python can do goes to the handle thread (woken on its eventfd). */
-void evf_halt_serve(struct evf_handle *h, int readable)
-{
-    if (readable) {
-        pthread_mutex_lock(&h->mu);
-        if (!h->busy && !h->eof) {
-            int r = serve_locked(h);
-            if (r == EVF_SERVE_KICK)
-                h->kick_pending = 1;
-            if (r == EVF_SERVE_KICK || r == EVF_SERVE_SLOW) {
-                uint64_t one = 1;
-                (void)!write(h->efd, &one, sizeof(one));
-            }
-        }
-        pthread_mutex_unlock(&h->mu);
-    }
-    pthread_mutex_lock(&evf_lock);
-    if (!--h->vpollers && h->aside && h->efd >= 0) {
-        uint64_t one = 1; /* the handle thread watches the socket again */
-        (void)!write(h->efd, &one, sizeof(one));
-    }
-    h->users--;
-    close_fd_locked(h);
-    put_locked(h);
-    pthread_mutex_unlock(&evf_lock);
 }

@@ -67,7 +67,7 @@ struct evf_table {
     uint32_t gtport[EVF_NR_PORTS], gtvcpu[EVF_NR_PORTS];
 };
 
-/* A handle's command loop (evf_handle_serve): in/out state between calls. */
+/* A handle's command loop (evf_serve): in/out state between calls. */
 struct evf_serve {
     int have, off; /* bytes in the buffer; the next record */
     uint32_t kick_domid, kick_port, kick_vcpu, kick_flags;
@@ -102,29 +102,8 @@ void evf_guest_vcpu(struct evf_table *t, uint32_t vcpu, uint64_t vinfo, struct e
 void evf_guest_flush(struct evf_table *t);
 void evf_guest_forget_vcpu(struct evf_table *t, uint32_t vcpu);
 void evf_guest_gone(struct evf_table *t);
-
-/* A dom0 evtchn handle's command stream as a C object, read by two kinds
- * of consumer in turn: the handle's core thread (evf_handle_serve, which
- * returns to Python for what only Python can do) and any halted vCPU of a
- * guest one of its ports notifies (evf_halt_*), so that a notify wakes the
- * vCPU that takes the event directly instead of through the handle thread.
- * `mu` keeps the records in order between consumers; `busy` while Python
- * holds a record (no vCPU serves the handle until it is done). The socket
- * is a dup of the handle's, closed once the handle is gone and no consumer
- * is inside a poll or recv on it. */
-#define EVF_HANDLE_BUF 4096
-struct evf_handle;
-struct evf_handle *evf_handle_new(struct evf_dom0 *d, uint32_t token, int fd);
-void evf_handle_put(struct evf_handle *h);
-uint8_t *evf_handle_buf(struct evf_handle *h);
-struct evf_serve *evf_handle_state(struct evf_handle *h);
-int evf_handle_serve(struct evf_handle *h);
-/* For a halted vCPU of the guest `t` (emu.c's fast_halt): the sockets to
- * poll (references taken; at most `max`), then serve those that turned
- * readable and drop the references. */
-#define EVF_HALT_MAX 16
-int evf_halt_handles(struct evf_table *t, struct evf_handle **hs, int *fds, int max);
-void evf_halt_serve(struct evf_handle *h, int readable);
+int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf, int cap,
+              struct evf_serve *s);
 /* emu.c */
 int emu_machine_all_in_c(struct emu_machine *m);
 int emu_machine_pause(struct emu_machine *m, int wait);
