@@ -468,27 +468,3 @@ def test_guest_to_guest_send_in_c_and_its_misuse(world):
     assert guest_send(d, p1) == 0 and not guest_pending(d2, p2)   # unbound: dropped
     assert guest_send(d2, p2) == -x.EINVAL                 # closed
     core.destroy_domain(d2.domid)
-
-
-def test_notify_to_a_guest_whose_cpu_lock_is_held_waits_and_is_not_lost(world):
-    """A cached notify finding the guest's CPU lock taken (a vCPU in guest
-    code) is retried in C for a moment, then delivered by Python, which
-    waits: never written while the lock is held, never lost."""
-    import time
-    from xen_core.abi.privif import EVTCHN_CMD_NOTIFY
-    from xen_core.evtchn_fast import lib
-    core, d, ec, h = world
-    gport, lp, _ = connect(d, ec, h)
-    fast = ec.evtchn.domains[d.domid].fast
-    command(h, EVTCHN_CMD_NOTIFY, lp)                 # Python's, which caches it
-    wait_until(lambda: ec.dom0_state.notify_cached(lp) and fast.is_ready(0), "caching")
-    for _ in range(3):
-        guest_ack(d, gport)
-        assert lib.emu_machine_pause(fast.cdata.m, 1) == 1   # as a vCPU in guest code
-        try:
-            command(h, EVTCHN_CMD_NOTIFY, lp)
-            time.sleep(0.02)                          # past the C retries: Python's turn
-            assert not guest_pending(d, gport)
-        finally:
-            lib.emu_machine_resume(fast.cdata.m)
-        wait_until(lambda: guest_pending(d, gport), "the notify after the resume")

@@ -85,8 +85,7 @@ struct evf_table { struct evf_dom0 *dom0; uint32_t hypercall, send_op; uint8_t c
                    uint32_t sel_off, upcall_off; int vector; uint8_t ready[64];
                    uint64_t vinfo[64]; struct emu_vcpu *vcpu[64];
                    struct evf_table *gt[4096]; uint32_t gtport[4096], gtvcpu[4096]; };
-struct evf_serve { int have, off; uint32_t kick_domid, kick_port, kick_vcpu, kick_flags;
-                   uint64_t busy_since; };
+struct evf_serve { int have, off; uint32_t kick_domid, kick_port, kick_vcpu, kick_flags; };
 #define EVF_CMD_UNMASK 1
 #define EVF_CMD_NOTIFY 2
 #define EVF_SERVE_EOF 0

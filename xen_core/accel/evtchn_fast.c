@@ -1,20 +1,12 @@
 /* Event-channel fast path (see evtchn_fast.h). */
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include "evtchn_fast.h"
 
 static pthread_mutex_t evf_lock = PTHREAD_MUTEX_INITIALIZER;
-
-/* deliver_locked: the receiving guest's CPU lock is busy (nothing done). */
-#define EVF_BUSY 3
-/* How long a handle thread retries a busy guest before Python delivers
- * (about the time a vCPU takes from its send to its next hlt). */
-#define EVF_BUSY_RETRY_NS 50000
 
 /* An event for dom0 port `port`: 1 when it is now masked and must be
  * delivered, 0 when it was masked already (latched for the unmask). */
@@ -157,7 +149,7 @@ int evf_send(struct evf_table *t, uint32_t port, struct evf_serve *kick)
         rc = 0;
     } else if (t->gt[port]) {
         int r = deliver_locked(t->gt[port], t->gtport[port], t->gtvcpu[port], kick);
-        rc = r == EVF_SERVE_SLOW || r == EVF_BUSY ? -1 : r == EVF_SERVE_KICK ? 1 : 0;
+        rc = r == EVF_SERVE_SLOW ? -1 : r == EVF_SERVE_KICK ? 1 : 0;
     }
     if (rc >= 0)
         t->fast_sends++;
@@ -324,11 +316,10 @@ static int deliver_locked(struct evf_table *g, uint32_t p, uint32_t vc, struct e
      * these words (emu_machine_pause): take its CPU lock if free, or
      * already ours (a send from one of its own vCPUs). Waiting here under
      * evf_lock could deadlock with a holder whose send wants evf_lock, so
-     * a busy guest is EVF_BUSY: the caller retries without evf_lock, or
-     * the event goes through Python, which waits. */
+     * a busy guest gets the event through Python, which waits. */
     int paused = g->m ? emu_machine_pause(g->m, 0) : 2;
     if (!paused)
-        return EVF_BUSY;
+        return EVF_SERVE_SLOW;
     uint64_t vi = g->vinfo[vc];
     int r = evf_2l_set_pending(g->pending + 8 * (p / 64), g->mask + 8 * (p / 64),
                                vi ? vi + g->sel_off : 0, vi ? vi + g->upcall_off : 0, p);
@@ -351,8 +342,7 @@ static int deliver_locked(struct evf_table *g, uint32_t p, uint32_t vc, struct e
     return -1;
 }
 
-/* One record of a handle: -1 done here, or EVF_SERVE_SLOW / _KICK /
- * EVF_BUSY (nothing done: try again). */
+/* One record of a handle: -1 done here, or EVF_SERVE_SLOW / _KICK. */
 static int command_locked(struct evf_dom0 *d, uint32_t token, int wfd, uint32_t cmd,
                           uint32_t port, struct evf_serve *s)
 {
@@ -370,7 +360,7 @@ static int command_locked(struct evf_dom0 *d, uint32_t token, int wfd, uint32_t 
     }
     if (cmd == EVF_CMD_NOTIFY) {
         int r = notify_locked(d, port, s);
-        if (r != EVF_SERVE_SLOW && r != EVF_BUSY)
+        if (r != EVF_SERVE_SLOW)
             d->fast_commands++;
         return r;
     }
@@ -391,22 +381,6 @@ int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf
             pthread_mutex_lock(&evf_lock);
             int r = command_locked(d, token, wfd, cmd, port, s);
             pthread_mutex_unlock(&evf_lock);
-            if (r == EVF_BUSY) {
-                /* The guest's vCPU is in guest code, most often between its
-                 * send and its hlt: retrying here for a moment costs less
-                 * than Python's delivery (GIL, event lock, waiting pause). */
-                struct timespec t;
-                clock_gettime(CLOCK_MONOTONIC, &t);
-                uint64_t now = t.tv_sec * 1000000000ull + t.tv_nsec;
-                if (!s->busy_since)
-                    s->busy_since = now;
-                if (now - s->busy_since < EVF_BUSY_RETRY_NS) {
-                    sched_yield();
-                    continue;
-                }
-                r = EVF_SERVE_SLOW;
-            }
-            s->busy_since = 0;
             if (r == EVF_SERVE_SLOW)
                 return r;
             s->off += 8;

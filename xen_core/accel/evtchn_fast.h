@@ -71,7 +71,6 @@ struct evf_table {
 struct evf_serve {
     int have, off; /* bytes in the buffer; the next record */
     uint32_t kick_domid, kick_port, kick_vcpu, kick_flags;
-    uint64_t busy_since; /* the record at `off` found its guest busy (ns) */
 };
 #define EVF_CMD_UNMASK 1 /* a handle's records: privif.EVTCHN_CMD_* */
 #define EVF_CMD_NOTIFY 2
