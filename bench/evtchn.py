@@ -6,7 +6,15 @@ Two more references bound what the dom0 path can reach: the same ping-pong
 over a unix stream socketpair (the kind of socket a dom0 evtchn handle is:
 the floor of any design whose dom0 side reads and writes that socket, with
 no work in between), and that socket with one relay thread of a third
-process in the path (the core's handle thread)."""
+process in the path (the core's handle thread).
+
+Where a guest <-> dom0 round trip went (emu, timestamps on both sides,
+median of ~2000, 45 us in all): dom0 writes unmask+notify -> the handle
+thread's recv returns 13-15 us; it delivers 2 us; the vCPU's condition
+variable wakes it 4.5 us; the vCPU injects the upcall, the guest handles
+it and sends 9-11 us; the send reaches dom0's pending() 12-14 us. About 6%
+of notifies find the guest's CPU lock held (its vCPU between send and
+hlt) and go through Python."""
 import os
 import re
 import socket
