@@ -20,6 +20,20 @@ CMDLINE = "earlyprintk=xen keep_bootcon"
 MEMORY_MIB = 256
 
 
+LINUX_CFG = os.path.join(ROOT, "examples", "linux-pvh.cfg")
+
+
+def xl_create_linux(d, *args: str) -> None:
+    """`xl create examples/linux-pvh.cfg *args` in dom0 `d` (a
+    tests.dom0.conftest.Dom0); the test skips when the core refuses the
+    kernel for its accelerator (vmcall needs the software CPU)."""
+    import pytest
+    r = d.xl("create", LINUX_CFG, *args, check=False)
+    if r.returncode != 0 and "accel emu" in r.stderr:
+        pytest.skip(r.stderr.strip())
+    assert r.returncode == 0, r.stderr
+
+
 def linux_assets() -> dict | None:
     try:
         with open(ASSETS_JSON) as f:

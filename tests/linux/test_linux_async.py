@@ -23,12 +23,11 @@ from dom0.privcmd import Privcmd
 from xen_core.accel.base import RunResult
 from tests.dom0.conftest import Dom0, wait_for
 
-from .helpers import ROOT, console_shell, linux_assets, make_disk
+from .helpers import ROOT, console_shell, linux_assets, make_disk, xl_create_linux
 
 ASSETS = linux_assets()
 needs_linux = pytest.mark.skipif(ASSETS is None, reason="Linux guest assets not built "
                                  "(make linux-assets)")
-CONFIG = os.path.join(ROOT, "examples", "linux-pvh.cfg")
 NAME = "linux-async"
 BOOT_WAIT = 1800       # a bound for what must happen, never a speed limit
 DISK_BYTES = 4 << 20
@@ -65,12 +64,9 @@ def boot_and_run(tmp, async_irq: str) -> dict:
     d.env["PYXEN_EMU_ASYNC_IRQ"] = async_irq
     obs = {"disk": disk}
     try:
-        r = d.xl("create", CONFIG, f'name="{NAME}"', "memory=128",
-                 f"disk=['format=raw, vdev=xvda, access=rw, target={disk}']",
-                 'cmdline="console=hvc0 pyxen.disk=xvda"', check=False)
-        if r.returncode != 0 and "accel emu" in r.stderr:
-            pytest.skip(r.stderr.strip())
-        assert r.returncode == 0, r.stderr
+        xl_create_linux(d, f'name="{NAME}"', "memory=128",
+                        f"disk=['format=raw, vdev=xvda, access=rw, target={disk}']",
+                        'cmdline="console=hvc0 pyxen.disk=xvda"')
         wait_for(lambda: "PYXEN-SHELL" in d.console_log(NAME), "the /init shell", BOOT_WAIT)
         domid = d.domains()[NAME][0]
         obs["markers"] = re.findall(r"^(PYXEN-[A-Z-]+)", d.console_log(NAME), re.M)

@@ -11,12 +11,11 @@ import pytest
 
 from tests.dom0.conftest import Dom0, wait_for
 
-from .helpers import ROOT, console_shell, linux_assets, make_disk, xs_list
+from .helpers import console_shell, linux_assets, make_disk, xl_create_linux, xs_list
 
 ASSETS = linux_assets()
 pytestmark = pytest.mark.skipif(ASSETS is None, reason="Linux guest assets not built "
                                 "(make linux-assets)")
-CONFIG = os.path.join(ROOT, "examples", "linux-pvh.cfg")
 BOOT_WAIT = 1800     # a bound for what must happen (three boots share 2 cores)
 DISK_BYTES = 8 << 20
 NAMES = ("linux-m1", "linux-m2", "linux-m3")
@@ -38,12 +37,9 @@ def three(tmp_path_factory):
     d = Dom0()
     try:
         for name, disk in zip(NAMES, disks):
-            r = d.xl("create", CONFIG, f'name="{name}"', "memory=128",
-                     f"disk=['format=raw, vdev=xvda, access=rw, target={disk}']",
-                     'cmdline="console=hvc0 pyxen.disk=xvda"', check=False)
-            if r.returncode != 0 and "accel emu" in r.stderr:
-                pytest.skip(r.stderr.strip())
-            assert r.returncode == 0, r.stderr
+            xl_create_linux(d, f'name="{name}"', "memory=128",
+                            f"disk=['format=raw, vdev=xvda, access=rw, target={disk}']",
+                            'cmdline="console=hvc0 pyxen.disk=xvda"')
         yield d, disks
     finally:
         d.kill_all()

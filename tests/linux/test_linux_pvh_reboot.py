@@ -2,19 +2,17 @@
 (SHUTDOWN_reboot, on_reboot = "restart" in examples/linux-pvh.cfg) under
 a new domid, as libxl does, and boots to its /init shell again; a kernel
 panic afterwards still crashes the domain (on_crash = "destroy")."""
-import os
 import re
 
 import pytest
 
 from tests.dom0.conftest import Dom0, wait_for
 
-from .helpers import ROOT, console_shell, linux_assets
+from .helpers import console_shell, linux_assets, xl_create_linux
 
 ASSETS = linux_assets()
 pytestmark = pytest.mark.skipif(ASSETS is None, reason="Linux guest assets not built "
                                 "(make linux-assets)")
-CONFIG = os.path.join(ROOT, "examples", "linux-pvh.cfg")
 NAME = "linux-rb"
 BOOT_WAIT = 900     # a bound for what must happen (about 20 s here)
 
@@ -23,10 +21,7 @@ BOOT_WAIT = 900     # a bound for what must happen (about 20 s here)
 def guest():
     d = Dom0()
     try:
-        r = d.xl("create", CONFIG, f'name="{NAME}"', check=False)
-        if r.returncode != 0 and "accel emu" in r.stderr:
-            pytest.skip(r.stderr.strip())
-        assert r.returncode == 0, r.stderr
+        xl_create_linux(d, f'name="{NAME}"')
         yield d
     finally:
         d.kill_all()

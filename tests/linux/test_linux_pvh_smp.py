@@ -4,19 +4,17 @@ APIC's ICR; real mode at the STARTUP vector), both CPUs are online in
 the guest; `xl reboot` restarts it (a new domid, Linux boots again) and
 a power-off stops the second CPU (REBOOT_VECTOR through the ICR) before
 the domain powers off cleanly. One `xl create`, then its reboot."""
-import os
 import re
 
 import pytest
 
 from tests.dom0.conftest import Dom0, wait_for
 
-from .helpers import ROOT, console_shell, linux_assets
+from .helpers import console_shell, linux_assets, xl_create_linux
 
 ASSETS = linux_assets()
 pytestmark = pytest.mark.skipif(ASSETS is None, reason="Linux guest assets not built "
                                 "(make linux-assets)")
-CONFIG = os.path.join(ROOT, "examples", "linux-pvh.cfg")
 NAME = "linux-smp"
 BOOT_WAIT = 900     # a bound for what must happen (about 20 s here)
 
@@ -25,10 +23,7 @@ BOOT_WAIT = 900     # a bound for what must happen (about 20 s here)
 def smp():
     d = Dom0()
     try:
-        r = d.xl("create", CONFIG, f'name="{NAME}"', "vcpus=2", check=False)
-        if r.returncode != 0 and "accel emu" in r.stderr:
-            pytest.skip(r.stderr.strip())
-        assert r.returncode == 0, r.stderr
+        xl_create_linux(d, f'name="{NAME}"', "vcpus=2")
         yield d
     finally:
         d.kill_all()

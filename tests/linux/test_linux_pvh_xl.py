@@ -14,12 +14,11 @@ import pytest
 
 from tests.dom0.conftest import Dom0, wait_for
 
-from .helpers import ROOT, console_shell, linux_assets
+from .helpers import LINUX_CFG, console_shell, linux_assets, xl_create_linux
 
 ASSETS = linux_assets()
 pytestmark = pytest.mark.skipif(ASSETS is None, reason="Linux guest assets not built "
                                 "(make linux-assets)")
-CONFIG = os.path.join(ROOT, "examples", "linux-pvh.cfg")
 NAME = "linux-pvh"
 BOOT_WAIT = 900     # a bound for what must happen (about 20 s here)
 DISK_BYTES = 12 << 20
@@ -71,12 +70,9 @@ def booted(disk, bridge):
     d = Dom0()
     try:
         extra = [f"vif=['bridge={bridge}']"] if bridge else []
-        r = d.xl("create", CONFIG,
-                 f"disk=['format=raw, vdev=xvda, access=rw, target={disk}']",
-                 'cmdline="console=hvc0 pyxen.disk=xvda"', *extra, check=False)
-        if r.returncode != 0 and "accel emu" in r.stderr:
-            pytest.skip(r.stderr.strip())
-        assert r.returncode == 0, r.stderr
+        xl_create_linux(d,
+                        f"disk=['format=raw, vdev=xvda, access=rw, target={disk}']",
+                        'cmdline="console=hvc0 pyxen.disk=xvda"', *extra)
         yield d
     finally:
         d.kill_all()
@@ -172,7 +168,7 @@ def test_panic_crashes_only_that_domain(booted):
     keeps running."""
     assert wait_for(lambda: "PYXEN-SHELL" in console(booted), "the /init shell", BOOT_WAIT)
     other = "linux-pvh-2"
-    booted.xl("create", CONFIG, f'name="{other}"')
+    booted.xl("create", LINUX_CFG, f'name="{other}"')
     domid = booted.domains()[other][0]
     wait_for(lambda: "PYXEN-SHELL" in booted.console_log(other), "its shell", BOOT_WAIT)
     shell(booted, "echo c > /proc/sysrq-trigger", name=other, wait=False)
@@ -187,7 +183,7 @@ def test_xl_destroy_mid_boot(booted):
     """`xl destroy` while the kernel is still booting: the domain goes,
     its backends with it, the other domain is untouched."""
     other = "linux-pvh-3"
-    booted.xl("create", CONFIG, f'name="{other}"')
+    booted.xl("create", LINUX_CFG, f'name="{other}"')
     wait_for(lambda: "Booting kernel on Xen PVH" in booted.console_log(other),
              "the third guest booting", BOOT_WAIT)
     booted.xl("destroy", other)

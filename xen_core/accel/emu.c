@@ -297,7 +297,7 @@ static int hook_cpuid(uc_engine *uc, void *ud)
         wreg(uc, UC_X86_REG_RDX, cal.leaf1[3]);
         return 1;
     }
-    if (leaf == 7 && (uint32_t)rreg(uc, UC_X86_REG_RCX) == 0 && v->m->arch_caps_on) {
+    if (leaf == 7 && (uint32_t)rreg(uc, UC_X86_REG_RCX) == 0 && v->m->arch_caps) {
         wreg(uc, UC_X86_REG_RAX, cal.leaf7[0]);
         wreg(uc, UC_X86_REG_RBX, cal.leaf7[1]);
         wreg(uc, UC_X86_REG_RCX, cal.leaf7[2]);
@@ -395,7 +395,7 @@ static void hook_rdmsr_site(uc_engine *uc, uint64_t addr, uint32_t size, void *u
 {
     struct emu_vcpu *v = ud;
     uint8_t b[2];
-    if (!v->m->arch_caps_on || size != 2 ||
+    if (!v->m->arch_caps || size != 2 ||
         (uint32_t)rreg(uc, UC_X86_REG_RCX) != MSR_ARCH_CAPABILITIES ||
         uc_vmem_read(uc, addr, UC_PROT_EXEC, b, 2) || b[0] != 0x0f || b[1] != 0x32)
         return;
@@ -878,11 +878,7 @@ void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns) { v->halt_wait_ns = ns; 
 
 void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t) { m->evtchn = t; }
 
-void emu_machine_set_arch_caps(struct emu_machine *m, uint64_t value)
-{
-    m->arch_caps = value;
-    m->arch_caps_on = 1;
-}
+void emu_machine_set_arch_caps(struct emu_machine *m, uint64_t value) { m->arch_caps = value; }
 
 /* Every vCPU of the machine is in guest code or a C hlt wait (none in
  * Python, none idle): an event needs no Python kick (evtchn_fast.c). */

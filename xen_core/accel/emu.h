@@ -76,7 +76,7 @@ void emu_kick(struct emu_vcpu *v);
 void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns);
 struct evf_table;
 void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t);
-/* Offer MSR_ARCH_CAPABILITIES (CPUID.7.0:EDX[29]) with this value. */
+/* Offer MSR_ARCH_CAPABILITIES (CPUID.7.0:EDX[29]) with this value (0: don't). */
 void emu_machine_set_arch_caps(struct emu_machine *m, uint64_t value);
 int emu_machine_all_in_c(struct emu_machine *m);
 int emu_machine_pause(struct emu_machine *m, int wait);

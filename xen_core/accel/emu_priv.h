@@ -77,8 +77,7 @@ struct emu_machine {
     struct evf_table *evtchn; /* sends answered in C (evtchn_fast.c), or NULL */
     _Atomic int outside; /* vCPUs not in emu_run's C right now (in Python, idle) */
     _Atomic int host_waiting; /* threads waiting in emu_machine_pause: yield at once */
-    uint64_t arch_caps; /* MSR_ARCH_CAPABILITIES, offered when arch_caps_on */
-    int arch_caps_on;
+    uint64_t arch_caps; /* MSR_ARCH_CAPABILITIES; 0: not offered */
     struct emu_machine *pauser_held; /* what the pausing thread held before */
 };
 
