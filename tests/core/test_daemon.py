@@ -19,18 +19,9 @@ from .conftest import ROOT, console, guest, start_guest, wait_shutdown
 
 
 @pytest.fixture
-def pc(emu_core):
-    p = emu_core.privcmd()
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def events(emu_core):
-    p = emu_core.privcmd()
-    p.subscribe_dom_exc()
-    yield p
-    p.close()
+def core(emu_core):
+    """The core behind conftest's `pc` and `events` fixtures."""
+    return emu_core
 
 
 def run_to_shutdown(pc, events, name, cmdline=""):
