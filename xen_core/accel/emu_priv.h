@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #endif
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -107,6 +108,7 @@ struct emu_vcpu {
     pthread_mutex_t mu;
     pthread_cond_t wake; /* with mu: a hlt waiting in C (fast_halt) */
     uint64_t halt_wait_ns; /* how long hlt waits in C before Python's halt; 0: never */
+    uint64_t halt_poll_ns, halt_poll_max_ns; /* halt polling: the window now, its cap */
     struct mem_op ops[MAX_OPS];
     int nops, ops_overflow;
     uint64_t scanned[SCAN_SLOTS];
@@ -115,13 +117,13 @@ struct emu_vcpu {
     int nsites, nsites_hooked;
     uint64_t wrmsr_skip; /* a stop came before this wrmsr ran: deliver once */
     uint64_t rdmsr_rip; /* R_RDMSR: the rdmsr the run loop performs */
-    uint64_t counters[8];
+    uint64_t counters[10];
     struct emu_exit exit;
     char err[256];
 };
 
 enum { C_HYPERCALLS, C_SCANS, C_SITES, C_EXCEPTIONS, C_IRQS, C_BLOCK_STOPS,
-       C_ASYNC_IRQ_STOPS, C_FAST_HYPERCALLS };
+       C_ASYNC_IRQ_STOPS, C_FAST_HYPERCALLS, C_HALT_POLL_HITS, C_HALT_POLL_MISSES };
 
 static void set_err(struct emu_vcpu *v, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
