@@ -6,8 +6,24 @@
  *                     without it, allocate a port for the peer, print it,
  *                     and answer each event.
  *   count=N           round trips (default 1000)
+ *   spin=1            wait for each event busy (interrupts on, no hlt): the
+ *                     vCPU holds its CPU, events reach it while it runs
  * Prints "evtchn-ping: N events" and the time taken, then powers off. */
 #include "lib/evtchn.h"
+
+static int spin;
+
+static unsigned long wait_event(evtchn_port_t port, unsigned long seen)
+{
+    unsigned long c;
+
+    if (!spin)
+        return evtchn_wait(port, seen, 0);
+    asm volatile("sti" ::: "memory");
+    while ((c = evtchn_count(port)) == seen)
+        asm volatile("pause" ::: "memory");
+    return c;
+}
 
 static uint64_t value(const char *s, const char *key, uint64_t dflt)
 {
@@ -70,6 +86,7 @@ int guest_main(void)
     if ((rc = time_init()) || (rc = evtchn_init()))
         panic("evtchn-ping: init: %ld\n", rc);
     count = cmdline_u64("count", 1000);
+    spin = cmdline_u64("spin", 0) != 0;
     selftest();
     peer = value(args, "peer=", ~0UL);
     rport = value(args, "port=", ~0UL);
@@ -87,7 +104,7 @@ int guest_main(void)
         printk("evtchn-ping: port %u for domain %lu\n", port, (unsigned long)peer);
         t0 = now_ns();
         for (i = 0; i < count; i++) {
-            seen = evtchn_wait(port, seen, 0);
+            seen = wait_event(port, seen);
             if (i == 0)
                 t0 = now_ns();
             if ((rc = evtchn_send(port)))
@@ -108,7 +125,7 @@ int guest_main(void)
         for (i = 0; i < count; i++) {
             if ((rc = evtchn_send(port)))
                 panic("evtchn-ping: send: %ld\n", rc);
-            seen = evtchn_wait(port, seen, 0);
+            seen = wait_event(port, seen);
             if (cmdline_u64("verbose", 0))
                 printk("evtchn-ping: %lu seen %lu\n", (unsigned long)i, seen);
         }

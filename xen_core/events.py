@@ -216,9 +216,17 @@ class EventCore:
 
     def fast_kick(self, domid: int, port: int, vcpu: int, flags: int) -> None:
         """The rest of a delivery made in C while some vCPU of the guest was
-        in Python (blocked, polling): the Python half of _upcall, pollers."""
+        in Python (blocked, polling): the Python half of _upcall, pollers.
+        KICK_DELIVER: an event posted to a vCPU that C could no longer
+        deliver (its cache was flushed): delivered here."""
         d = self.core.domains.get(domid)
         if d is None or d.memory is None:
+            return
+        if flags & evtchn_fast.KICK_DELIVER:
+            with self.evtchn.lock:
+                t = self.evtchn.domains.get(domid)
+                if t is not None and t.port_is_valid(port):
+                    t.delivery.set_pending(vcpu, port)
             return
         if flags & SET_PENDING_UPCALL:
             v = d.vcpu(vcpu)

@@ -281,6 +281,9 @@ class EvtchnDomain:
     def free(self, c: Channel) -> None:
         # evtchn_free: clear the pending event so a re-bind starts clean; the
         # channel returns to vCPU 0.
+        drop = getattr(self.fast, "drop_posted", None)   # emu: posted to a vCPU, not yet set
+        if drop is not None:
+            drop(c.port)
         self.delivery.clear_pending(c.port)
         self.chans.pop(c.port, None)
 

@@ -27,6 +27,7 @@ except ImportError:   # not built: everything stays in Python
 NR_PORTS = si.EVTCHN_2L_NR_CHANNELS   # the C tables' size (EVF_NR_PORTS)
 MAX_VCPUS = 64                         # EVF_MAX_VCPUS: beyond, deliveries stay in Python
 SERVE_EOF, SERVE_SLOW, SERVE_KICK = 0, 1, 2
+KICK_DELIVER = 4                       # EVF_DELIVER: beside evtchn.SET_PENDING_*
 _tokens = itertools.count(1)           # names a dom0 handle to the C side
 MASKED = 1
 LATCHED = 2
@@ -194,6 +195,10 @@ class FastPorts:
     def uncache(self, port: int) -> None:
         lib.evf_uncache(self.cdata, port)
         self._peers.pop(port, None)
+
+    def drop_posted(self, port: int) -> None:
+        """`port` is freed: an event posted to a vCPU for it is dropped."""
+        lib.evf_drop_posted(self.cdata, port)
 
     def cache_guest(self, port: int, peer: "FastPorts", rport: int, vcpu: int) -> None:
         """Sends on `port` go to `rport` of the guest `peer` (delivered to

@@ -183,6 +183,8 @@ class VCPU:
         the deadline passes, or the domain is shut down or destroyed. A paused
         domain keeps its blocked vCPUs blocked."""
         d = self.domain
+        # emu: an event posted to the engine (evtchn_fast.c) is applied in C
+        posted = getattr(self.engine, "events_posted", bool)
         with d.lock:
             self.blocked = True
             self._set_runstate(vabi.RUNSTATE_blocked)
@@ -194,7 +196,7 @@ class VCPU:
                         self.engine.request_stop()
                         return
                     if self.online and d.pause_count == 0:
-                        if self.timer_pending or self.kicked:
+                        if self.timer_pending or self.kicked or posted():
                             self.timer_pending = self.kicked = False
                             return
                         if wake_check is not None and wake_check():

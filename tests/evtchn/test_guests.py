@@ -146,6 +146,54 @@ def test_handle_is_two_pipes_and_ends_when_the_core_closes_it(pc):
     assert pc.hello()["protocol"] == 1
 
 
+def test_events_for_a_busy_guest_are_posted_and_applied_by_its_vcpu(pc, events):
+    """The guest spins (interrupts on, never hlt): its vCPU holds its CPU
+    lock, so dom0's notifies are posted to it and applied at its next block
+    boundary (evtchn_fast.c evf_drain), each one arriving exactly once."""
+    n = 200
+    dom = start_guest(pc, "evtchn-ping", cmdline=f"peer=0 count={n} spin=1")
+    pc.domain_unpause(dom)
+    gport = int(wait_for(pc, dom, r"port (\d+) for domain 0").group(1))
+    xe = Evtchn(pc)
+    lp = xe.bind_interdomain(dom, gport)
+    assert xe.pending(WAIT_S) == lp
+    xe.unmask(lp)
+    xe.notify(lp)
+    for i in range(n):
+        assert xe.pending(WAIT_S) == lp, i
+        xe.unmask(lp)
+        if i < n - 1:
+            xe.notify(lp)
+    wait_shutdown(events, [dom])
+    engine = pc.domain_info(dom)["vcpus"][0]["engine"]
+    out = console(pc, dom)
+    pc.domain_destroy(dom)
+    xe.close()
+    assert f"evtchn-ping: {n} events" in out, out
+    if "posted_event_drains" in engine:
+        assert engine["posted_event_drains"] > 0, engine
+
+
+def test_two_busy_guests_ping_pong_through_posted_events(pc, events):
+    n = 200
+    a = start_guest(pc, "evtchn-ping", cmdline=f"count={n} spin=1")
+    b = start_guest(pc, "evtchn-ping", cmdline=f"count={n} spin=1")
+    for d in (a, b):
+        pc.domain_unpause(d)
+    pc.console_write_input(a, f"peer={b}\n".encode())
+    port = wait_for(pc, a, rf"port (\d+) for domain {b}").group(1)
+    pc.console_write_input(b, f"peer={a} port={port}\n".encode())
+    got = wait_shutdown(events, [a, b])
+    for d in (a, b):
+        out = console(pc, d)
+        assert got[d]["shutdown_reason"] == s.SHUTDOWN_poweroff, out
+        assert f"evtchn-ping: {n} events" in out, out
+        engine = pc.domain_info(d)["vcpus"][0]["engine"]
+        if "posted_event_drains" in engine:
+            assert engine["posted_event_drains"] > 0, engine
+        pc.domain_destroy(d)
+
+
 def test_halt_polling_catches_ping_pong_wakeups(pc, events):
     """Two guests ping-pong: each wake-up comes within microseconds of the
     hlt, so the polling window grows and catches them (emu.c halt_poll;

@@ -64,6 +64,7 @@ void emu_request_interrupt(struct emu_vcpu *v, int vector);
 void emu_kick(struct emu_vcpu *v);
 void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns);
 void emu_set_halt_poll(struct emu_vcpu *v, uint64_t max_ns);
+int emu_events_posted(struct emu_vcpu *v);
 void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t);
 void emu_machine_set_arch_caps(struct emu_machine *m, uint64_t value);
 int emu_get_regs(struct emu_vcpu *v, uint64_t *regs);
@@ -87,7 +88,8 @@ struct evf_table { struct evf_dom0 *dom0; uint32_t hypercall, send_op; uint8_t c
                    int live; uint32_t domid; struct emu_machine *m; uint64_t pending, mask;
                    uint32_t sel_off, upcall_off; int vector; uint8_t ready[64];
                    uint64_t vinfo[64]; struct emu_vcpu *vcpu[64];
-                   struct evf_table *gt[4096]; uint32_t gtport[4096], gtvcpu[4096]; };
+                   struct evf_table *gt[4096]; uint32_t gtport[4096], gtvcpu[4096];
+                   uint64_t posted[64][64]; uint64_t nposted; };
 struct evf_serve { int have, off; int closing; uint32_t kick_domid, kick_port, kick_vcpu, kick_flags; };
 #define EVF_CMD_UNMASK 1
 #define EVF_CMD_NOTIFY 2
@@ -104,6 +106,7 @@ void evf_dom0_uncache_fd(struct evf_dom0 *d, int fd);
 void evf_guest_vcpu(struct evf_table *t, uint32_t vcpu, uint64_t vinfo, struct emu_vcpu *v);
 void evf_guest_flush(struct evf_table *t);
 void evf_guest_forget_vcpu(struct evf_table *t, uint32_t vcpu);
+void evf_drop_posted(struct evf_table *t, uint32_t port);
 void evf_guest_gone(struct evf_table *t);
 int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf, int cap,
               struct evf_serve *s);

@@ -148,7 +148,10 @@ static int call_python(struct emu_vcpu *v, uc_engine *uc)
     cpu_unlock(v);
     v->in_py_hook = uc != NULL;
     atomic_fetch_add(&v->m->outside, 1);
-    int rc = emu_py_exit(v->token);
+    /* An event posted before `outside` rose (a poster then saw every vCPU
+     * in C and kicked no one): not a halt, the run loop applies it. */
+    int rc = v->exit.kind == EMU_EXIT_HALT && (atomic_load(&v->flags) & F_EVQ)
+                 ? 0 : emu_py_exit(v->token);
     atomic_fetch_sub(&v->m->outside, 1);
     v->in_py_hook = 0;
     cpu_lock(v);
@@ -488,7 +491,7 @@ static bool irq_pending(struct emu_vcpu *v)
 
 /* A vCPU waiting in fast_halt() wakes on any of these (set first, then
  * signalled under v->mu, so the waiter cannot miss one). */
-#define WAKE_FLAGS (F_STOP | F_IRQ | F_OPS | F_RIP | F_KICK)
+#define WAKE_FLAGS (F_STOP | F_IRQ | F_OPS | F_RIP | F_KICK | F_EVQ)
 
 static void wake_vcpu(struct emu_vcpu *v)
 {
@@ -499,12 +502,39 @@ static void wake_vcpu(struct emu_vcpu *v)
 
 /* What the block hook acts on (F_KICK, left set by a kick that found the
  * vCPU running, only ends a C hlt wait). */
-#define BLOCK_FLAGS (F_STOP | F_OPS | F_RIP | F_YIELD | F_IRQ)
+#define BLOCK_FLAGS (F_STOP | F_OPS | F_RIP | F_YIELD | F_IRQ | F_EVQ)
+
+/* Events another thread posted while this machine's CPU lock was busy
+ * (evtchn_fast.c deliver_locked), applied here holding it: between two
+ * instructions, so no guest read-modify-write of the bitmaps is half done.
+ * `uc`: from the block hook. */
+static int drain_events(struct emu_vcpu *v, uc_engine *uc)
+{
+    atomic_fetch_and(&v->flags, ~F_EVQ);
+    v->counters[C_POSTED_DRAINS]++;
+    struct evf_table *t = v->m->evtchn;
+    struct evf_serve s;
+    while (t && evf_drain(t, v, v->id, &s)) {
+        v->exit.kind = EMU_EXIT_EVTCHN_KICK;
+        v->exit.args[0] = s.kick_domid;
+        v->exit.args[1] = s.kick_port;
+        v->exit.args[2] = s.kick_vcpu;
+        v->exit.args[3] = s.kick_flags;
+        if (call_python(v, uc) != 0)
+            return -1;
+    }
+    return 0;
+}
 
 static void __attribute__((noinline))
 block_slow(uc_engine *uc, uint64_t addr, uint32_t size, struct emu_vcpu *v)
 {
     unsigned f = atomic_load_explicit(&v->flags, memory_order_relaxed) & BLOCK_FLAGS;
+    if (f & F_EVQ) {
+        if (drain_events(v, uc) != 0)
+            return;
+        f = atomic_load_explicit(&v->flags, memory_order_relaxed) & BLOCK_FLAGS;
+    }
     if (f != 0) {
         if (f & (F_STOP | F_OPS | F_RIP)) {
             v->reason = R_ASYNC;
@@ -813,6 +843,10 @@ int emu_run(struct emu_vcpu *v)
     for (;;) {
         if (atomic_load(&v->flags) & F_OPS)
             drain_ops(v);
+        if ((atomic_load(&v->flags) & F_EVQ) && drain_events(v, NULL) != 0) {
+            result = EMU_RUN_ERROR;
+            break;
+        }
         if (atomic_load(&v->flags) & F_RIP) {
             atomic_fetch_and(&v->flags, ~F_RIP);
             wreg(v->uc, UC_X86_REG_RIP, v->pending_rip);
@@ -928,6 +962,17 @@ void emu_kick(struct emu_vcpu *v)
     atomic_fetch_or(&v->flags, F_KICK);
     wake_vcpu(v);
 }
+
+/* Posted events (evtchn_fast.c) for this vCPU: seq_cst, before the poster
+ * looks at `outside` (call_python looks at F_EVQ after raising it). */
+void emu_post_events(struct emu_vcpu *v)
+{
+    atomic_fetch_or(&v->flags, F_EVQ);
+    wake_vcpu(v);
+}
+
+/* For a vCPU blocked in Python: a posted event ends the block. */
+int emu_events_posted(struct emu_vcpu *v) { return (atomic_load(&v->flags) & F_EVQ) != 0; }
 
 void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns) { v->halt_wait_ns = ns; }
 

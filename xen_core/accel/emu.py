@@ -239,6 +239,12 @@ class EmuVcpu:
                 lib.emu_set_halt_wait(self._v, wait_ns)
                 lib.emu_set_halt_poll(self._v, poll_max_ns)
 
+    def events_posted(self) -> bool:
+        """Events wait for this vCPU to apply them in C (posted while its
+        machine's CPU lock was busy): a block in Python ends."""
+        with self._free_lock:
+            return self._v is not None and bool(lib.emu_events_posted(self._v))
+
     def kick(self) -> None:
         """The core woke this vCPU (an event, its timer): ends a hlt that
         waits in C (see HALT_WAIT_NS). A no-op once the vCPU is closed."""
@@ -276,7 +282,7 @@ class EmuVcpu:
         """Engine statistics (hypercalls, scanned blocks, wrmsr sites, ...)."""
         names = ("hypercalls", "blocks_scanned", "wrmsr_sites", "exceptions",
                  "interrupts", "block_stops", "async_irq_stops", "fast_hypercalls",
-                 "halt_poll_hits", "halt_poll_misses")
+                 "halt_poll_hits", "halt_poll_misses", "posted_event_drains")
         with self._free_lock:
             if self._v is None:
                 return {n: 0 for n in names}

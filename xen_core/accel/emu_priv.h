@@ -30,6 +30,7 @@
 #define F_YIELD 8u /* another vCPU of this machine waits for the CPU lock */
 #define F_RIP 16u  /* a handler moved RIP: applied at the next stop */
 #define F_KICK 32u /* the core woke this vCPU (timer, event): ends a C hlt wait */
+#define F_EVQ 64u  /* events posted while the CPU lock was busy (evf_drain) */
 #define SLICE_NS 2000000 /* run at least this long before handing over */
 
 #define SCAN_SLOTS 65536 /* direct-mapped cache of scanned blocks (512 KiB) */
@@ -117,13 +118,14 @@ struct emu_vcpu {
     int nsites, nsites_hooked;
     uint64_t wrmsr_skip; /* a stop came before this wrmsr ran: deliver once */
     uint64_t rdmsr_rip; /* R_RDMSR: the rdmsr the run loop performs */
-    uint64_t counters[10];
+    uint64_t counters[11];
     struct emu_exit exit;
     char err[256];
 };
 
 enum { C_HYPERCALLS, C_SCANS, C_SITES, C_EXCEPTIONS, C_IRQS, C_BLOCK_STOPS,
-       C_ASYNC_IRQ_STOPS, C_FAST_HYPERCALLS, C_HALT_POLL_HITS, C_HALT_POLL_MISSES };
+       C_ASYNC_IRQ_STOPS, C_FAST_HYPERCALLS, C_HALT_POLL_HITS, C_HALT_POLL_MISSES,
+       C_POSTED_DRAINS };
 
 static void set_err(struct emu_vcpu *v, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -110,6 +110,18 @@ void evf_uncache(struct evf_table *t, uint32_t port)
     pthread_mutex_unlock(&evf_lock);
 }
 
+/* The port is freed: an event posted for it goes too, as Xen's evtchn_free
+ * clears its pending bit (not when only the peer closed: the event stays). */
+void evf_drop_posted(struct evf_table *t, uint32_t port)
+{
+    if (port >= EVF_NR_PORTS)
+        return;
+    pthread_mutex_lock(&evf_lock);
+    for (int vc = 0; vc < EVF_MAX_VCPUS; vc++)
+        t->posted[vc][port / 64] &= ~(1ull << (port % 64));
+    pthread_mutex_unlock(&evf_lock);
+}
+
 void evf_cache_guest(struct evf_table *t, uint32_t port, struct evf_table *g, uint32_t gport,
                      uint32_t vcpu)
 {
@@ -274,6 +286,7 @@ void evf_guest_forget_vcpu(struct evf_table *t, uint32_t vcpu)
     pthread_mutex_lock(&evf_lock);
     t->ready[vcpu] = 0;
     t->vcpu[vcpu] = NULL;
+    memset(t->posted[vcpu], 0, sizeof(t->posted[vcpu]));
     pthread_mutex_unlock(&evf_lock);
 }
 
@@ -317,10 +330,23 @@ static int deliver_locked(struct evf_table *g, uint32_t p, uint32_t vc, struct e
      * these words (emu_machine_pause): take its CPU lock if free, or
      * already ours (a send from one of its own vCPUs). Waiting here under
      * evf_lock could deadlock with a holder whose send wants evf_lock, so
-     * a busy guest gets the event through Python, which waits. */
+     * a busy guest gets the event posted: the vCPU applies it holding the
+     * lock, at its next block boundary (evf_drain). A vCPU of it in Python
+     * (blocked, polling) is kicked to come back to C. */
     int paused = g->m ? emu_machine_pause(g->m, 0) : 2;
-    if (!paused)
-        return EVF_SERVE_SLOW;
+    if (!paused) {
+        g->posted[vc][p / 64] |= 1ull << (p % 64);
+        g->nposted++;
+        emu_post_events(g->vcpu[vc]);
+        if (!emu_machine_all_in_c(g->m)) {
+            s->kick_domid = g->domid;
+            s->kick_port = p;
+            s->kick_vcpu = vc;
+            s->kick_flags = EVF_2L_NEW | EVF_2L_UPCALL;
+            return EVF_SERVE_KICK;
+        }
+        return -1;
+    }
     uint64_t vi = g->vinfo[vc];
     int r = evf_2l_set_pending(g->pending + 8 * (p / 64), g->mask + 8 * (p / 64),
                                vi ? vi + g->sel_off : 0, vi ? vi + g->upcall_off : 0, p);
@@ -341,6 +367,42 @@ static int deliver_locked(struct evf_table *g, uint32_t p, uint32_t vc, struct e
         return EVF_SERVE_KICK;
     }
     return -1;
+}
+
+/* Vcpu `vc` of the table's guest applies its posted events, holding its
+ * machine's CPU lock (the engine's block hook or run loop): 0 when none is
+ * left, 1 with `s` naming one port for Python: kick (deliver_locked's
+ * flags: a vCPU of the guest waits in Python) or EVF_DELIVER (the cache
+ * was flushed: Python delivers it). Called until 0. */
+int evf_drain(struct evf_table *t, struct emu_vcpu *v, uint32_t vc, struct evf_serve *s)
+{
+    if (vc >= EVF_MAX_VCPUS)
+        return 0;
+    pthread_mutex_lock(&evf_lock);
+    for (int w = 0; w < EVF_NR_PORTS / 64; w++) {
+        while (t->posted[vc][w]) {
+            uint32_t b = __builtin_ctzll(t->posted[vc][w]), p = w * 64 + b;
+            t->posted[vc][w] &= t->posted[vc][w] - 1;
+            int r = EVF_DELIVER;
+            if (t->live && t->ready[vc] && t->vcpu[vc] == v) {
+                uint64_t vi = t->vinfo[vc];
+                r = evf_2l_set_pending(t->pending + 8 * w, t->mask + 8 * w,
+                                       vi ? vi + t->sel_off : 0, vi ? vi + t->upcall_off : 0, p);
+                if ((r & EVF_2L_UPCALL) && t->vector >= 0x10)
+                    emu_request_interrupt(v, t->vector);
+                if (!r || emu_machine_all_in_c(t->m))
+                    continue;
+            }
+            s->kick_domid = t->domid;
+            s->kick_port = p;
+            s->kick_vcpu = vc;
+            s->kick_flags = r;
+            pthread_mutex_unlock(&evf_lock);
+            return 1;
+        }
+    }
+    pthread_mutex_unlock(&evf_lock);
+    return 0;
 }
 
 /* One record of a handle: -1 done here, or EVF_SERVE_SLOW / _KICK. */

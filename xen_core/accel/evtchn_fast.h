@@ -65,6 +65,10 @@ struct evf_table {
     /* this guest's ports whose peer is another guest (or itself) */
     struct evf_table *gt[EVF_NR_PORTS];
     uint32_t gtport[EVF_NR_PORTS], gtvcpu[EVF_NR_PORTS];
+    /* events that found its CPU lock busy, per vCPU: that vCPU applies
+     * them itself at its next block boundary or hlt (evf_drain) */
+    uint64_t posted[EVF_MAX_VCPUS][EVF_NR_PORTS / 64];
+    uint64_t nposted;
 };
 
 /* A handle's command loop (evf_serve): in/out state between calls. */
@@ -111,9 +115,13 @@ int emu_machine_pause(struct emu_machine *m, int wait);
 void emu_machine_resume(struct emu_machine *m);
 void emu_request_interrupt(struct emu_vcpu *v, int vector);
 void emu_kick(struct emu_vcpu *v);
+void emu_post_events(struct emu_vcpu *v);
+int evf_drain(struct evf_table *t, struct emu_vcpu *v, uint32_t vcpu, struct evf_serve *s);
+void evf_drop_posted(struct evf_table *t, uint32_t port);
 
 #define EVF_2L_NEW 1
 #define EVF_2L_UPCALL 2
+#define EVF_DELIVER 4 /* kick flags: Python delivers the port (C cannot any more) */
 int evf_2l_set_pending(uint64_t pending, uint64_t mask, uint64_t sel, uint64_t upcall,
                        uint32_t port);
 
