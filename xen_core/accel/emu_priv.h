@@ -199,6 +199,18 @@ EMU_INTERNAL int lapic_map(struct emu_vcpu *v);
 /* emu.c */
 EMU_INTERNAL void forget_scans(struct emu_vcpu *v);
 EMU_INTERNAL uint8_t *region_host(struct emu_vcpu *v, uint64_t gpa, size_t len, bool write);
+
+/* region_host for a read, the last region hit tried inline first. */
+static inline uint8_t *region_host_read(struct emu_vcpu *v, uint64_t gpa, size_t len)
+{
+    if (v->nregions) {
+        struct emu_region *r = &v->regions[v->last_region];
+        uint64_t off = gpa - r->gpa;
+        if (off < r->size && len <= r->size - off)
+            return r->host + off;
+    }
+    return region_host(v, gpa, len, false);
+}
 EMU_INTERNAL int emu_call_python(struct emu_vcpu *v, uc_engine *uc);
 
 #endif

@@ -72,12 +72,23 @@ bool vector_has_error_code(int vec)
  * would not, see emu.c). `len` stays within one page. */
 static int phys_read(struct emu_vcpu *v, uint64_t pa, void *buf, size_t len)
 {
-    uint8_t *h = region_host(v, pa, len, false);
+    uint8_t *h = region_host_read(v, pa, len);
     if (h) {
         memcpy(buf, h, len);
         return 0;
     }
     return uc_mem_read(v->uc, pa, buf, len) == UC_ERR_OK ? 0 : -1;
+}
+
+/* One page-table entry (8 bytes, aligned: never across a region end). */
+static inline int phys_read64(struct emu_vcpu *v, uint64_t pa, uint64_t *e)
+{
+    uint8_t *h = region_host_read(v, pa, 8);
+    if (h) {
+        memcpy(e, h, 8);
+        return 0;
+    }
+    return uc_mem_read(v->uc, pa, e, 8) == UC_ERR_OK ? 0 : -1;
 }
 
 static int gva_to_gpa(struct emu_vcpu *v, uint64_t va, uint64_t *pa)
@@ -91,7 +102,7 @@ static int gva_to_gpa(struct emu_vcpu *v, uint64_t va, uint64_t *pa)
     for (int level = 3; level >= 0; level--) {
         uint64_t e;
         int idx = (va >> (12 + 9 * level)) & 511;
-        if (phys_read(v, table + idx * 8, &e, 8) != 0 || !(e & 1))
+        if (phys_read64(v, table + idx * 8, &e) != 0 || !(e & 1))
             return -1;
         uint64_t frame = e & 0x000ffffffffff000ull;
         if (level > 0 && level < 3 && (e & 0x80)) { /* 1 GiB / 2 MiB page */
@@ -138,6 +149,7 @@ static int sys_access(struct emu_vcpu *v, uint64_t va, void *buf, size_t len, bo
 #define HF_CS32 (1u << 4)
 #define HF_SS32 (1u << 5)
 #define HF_ADDSEG (1u << 6)
+#define HF_LMA (1u << 14)
 #define HF_CS64 (1u << 15)
 
 /* QEMU's SegmentCache: selector, base, limit, flags (high descriptor word). */
@@ -278,6 +290,18 @@ static int deliver64(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bo
     return 0;
 }
 
+/* EFER.LMA: QEMU mirrors it in hflags (HF_LMA), read in place when the
+ * engine can; else through the MSR. */
+static bool long_mode(struct emu_vcpu *v)
+{
+    if (v->env) {
+        uint32_t hf;
+        memcpy(&hf, cpu_state(v) + cal.hflags, 4);
+        return hf & HF_LMA;
+    }
+    return rd_msr(v->uc, MSR_EFER) & EFER_LMA;
+}
+
 static bool contributory(int vec) { return vec == 0 || (vec >= 10 && vec <= 13); }
 
 /* Deliver an event; a fault while delivering it is handled with x86's
@@ -290,7 +314,7 @@ int raise_event(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bool so
     for (int depth = 0; depth < 4; depth++) {
         struct fault f = {0};
         int r;
-        if (rd_msr(v->uc, MSR_EFER) & EFER_LMA) {
+        if (long_mode(v)) {
             r = deliver64(v, vec, has_err, err, soft, ext, &f);
         } else {
             /* Legacy-mode IDTs are not implemented; an empty one (PVH entry
