@@ -516,7 +516,8 @@ static bool irq_pending(struct emu_vcpu *v)
 }
 
 /* A vCPU waiting in fast_halt() wakes on any of these (set first, then
- * signalled under v->mu, so the waiter cannot miss one). */
+ * signalled under v->mu if it waits, so the waiter cannot miss one: see
+ * wake_vcpu). */
 #define WAKE_FLAGS (F_STOP | F_IRQ | F_OPS | F_RIP | F_KICK)
 
 static void wake_vcpu(struct emu_vcpu *v)
@@ -969,8 +970,9 @@ void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t) { m->evt
 
 void emu_machine_set_arch_caps(struct emu_machine *m, uint64_t value) { m->arch_caps = value; }
 
-/* Every vCPU of the machine is in guest code or a C hlt wait (none in
- * Python, none idle): an event needs no Python kick (evtchn_fast.c). */
+/* Every vCPU of the machine is in guest code, a C hlt wait, or Python
+ * for an exit that never waits for an event (may_wait_for_event); none
+ * idle: an event needs no Python kick (evtchn_fast.c). */
 int emu_machine_all_in_c(struct emu_machine *m) { return atomic_load(&m->outside) == 0; }
 
 /* -------------------------------------------------------- registers */

@@ -100,7 +100,7 @@ struct emu_machine {
     struct emu_vcpu *holder;
     int nwaiting;
     struct evf_table *evtchn; /* sends answered in C (evtchn_fast.c), or NULL */
-    _Atomic int outside; /* vCPUs not in emu_run's C right now (in Python, idle) */
+    _Atomic int outside; /* vCPUs idle, or in Python where it may wait for an event */
     _Atomic int host_waiting; /* threads waiting in emu_machine_pause: yield at once */
     uint64_t arch_caps; /* MSR_ARCH_CAPABILITIES; 0: not offered */
     struct emu_machine *pauser_held; /* what the pausing thread held before */
