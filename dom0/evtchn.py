@@ -17,7 +17,8 @@ Like /dev/xen/evtchn, `fd()` turns readable when a port is pending; each
 report masks its port until `unmask`. `pending()` returns one port (or
 None after `timeout` seconds). `notify` and `unmask` are one write each, with
 no reply: a port not bound by this handle raises ENOTCONN locally, as the
-device's ioctl does. Binding with `eventfd=True` returns `(port, efd)`:
+device's ioctl does. The handle is two pipes from xen-core (ports in,
+commands out); it lives until `close()` or the privcmd connection's end. Binding with `eventfd=True` returns `(port, efd)`:
 that port's events are counted on the eventfd instead, never masked (read
 the eventfd to reset it) — the model xenstored's ring kicks use.
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 import struct
 
 from xen_core.abi import xen as xenabi
@@ -43,19 +43,19 @@ class Evtchn:
     def __init__(self, privcmd: Privcmd):
         self.pc = privcmd
         result, fds = privcmd.call("evtchn_open")
-        if len(fds) != 1:
+        if len(fds) != 2:
             for fd in fds:
                 os.close(fd)
-            raise XenError(xenabi.EINVAL, "EINVAL", "evtchn_open reply without an fd")
+            raise XenError(xenabi.EINVAL, "EINVAL", "evtchn_open reply without its two pipes")
         self.handle = result["handle"]
-        self.sock = socket.socket(fileno=fds[0])
+        self.rfd, self.wfd = fds     # ports from xen-core; commands to it
         self.ports: set[int] = set()
         self.eventfds: dict[int, int] = {}
         self._rbuf = b""
 
     def fd(self) -> int:
         """Readable while a port is pending (poll/select/asyncio add_reader)."""
-        return self.sock.fileno()
+        return self.rfd
 
     # -- binding --------------------------------------------------------------
     def _bind(self, op: str, eventfd: bool, **args):
@@ -94,28 +94,35 @@ class Evtchn:
         if port not in self.ports:
             raise XenError(xenabi.ENOTCONN, "ENOTCONN", f"port {port} is not bound by this handle")
 
+    def _write(self, records: bytes) -> None:
+        # Under PIPE_BUF: one write, whole.
+        try:
+            os.write(self.wfd, records)
+        except BrokenPipeError:
+            raise XenError(xenabi.EBADF, "EBADF", "xen-core closed the evtchn handle") from None
+
     def notify(self, port: int) -> None:
         self._check(port)
-        self.sock.sendall(_CMD.pack(_CMD_NOTIFY, port))
+        self._write(_CMD.pack(_CMD_NOTIFY, port))
 
     def unmask(self, port: int) -> None:
         self._check(port)
-        self.sock.sendall(_CMD.pack(_CMD_UNMASK, port))
+        self._write(_CMD.pack(_CMD_UNMASK, port))
 
     def unmask_and_notify(self, unmask_port: int, notify_port: int) -> None:
         """Both in one write (a backend's usual pair)."""
         self._check(unmask_port)
         self._check(notify_port)
-        self.sock.sendall(_CMD.pack(_CMD_UNMASK, unmask_port) + _CMD.pack(_CMD_NOTIFY, notify_port))
+        self._write(_CMD.pack(_CMD_UNMASK, unmask_port) + _CMD.pack(_CMD_NOTIFY, notify_port))
 
     def pending(self, timeout: float | None = None) -> int | None:
         """The next pending port (masked until unmask); None on timeout."""
         while len(self._rbuf) < 4:
             if timeout is not None:
-                r, _, _ = select.select([self.sock], [], [], timeout)
+                r, _, _ = select.select([self.rfd], [], [], timeout)
                 if not r:
                     return None
-            data = self.sock.recv(4096)
+            data = os.read(self.rfd, 4096)
             if not data:
                 raise XenError(xenabi.EBADF, "EBADF", "xen-core closed the evtchn handle")
             self._rbuf += data
@@ -127,7 +134,7 @@ class Evtchn:
     def close(self) -> None:
         """Unbind everything this handle holds (synchronously, when xen-core
         is reachable) and drop the fd."""
-        if self.sock.fileno() < 0:
+        if self.rfd < 0:
             return
         try:
             self.pc.call("evtchn_close", handle=self.handle)
@@ -137,7 +144,9 @@ class Evtchn:
             os.close(efd)
         self.eventfds.clear()
         self.ports.clear()
-        self.sock.close()
+        os.close(self.rfd)
+        os.close(self.wfd)
+        self.rfd = self.wfd = -1
 
     def __enter__(self):
         return self

@@ -1,12 +1,17 @@
 """The privileged interface's event-channel and gntdev operations: what
 Linux's /dev/xen/evtchn and /dev/xen/gntdev give dom0 processes.
 
-An evtchn handle is a stream socketpair: xen-core writes each pending port
-(u32) to it, masking that port until the process writes it back (unmask),
-as the evtchn device does; the process also writes notify requests there,
-so the hot path never waits for a reply. Records from the process are
-`privif.EVTCHN_CMD` = (command, port). A port bound with `eventfd` counts its
-events on an eventfd instead (no mask: xenstored's kick model).
+An evtchn handle is two pipes. On the report pipe xen-core writes each
+pending port (u32), masking that port until the process unmasks it, as the
+evtchn device does; on the command pipe the process writes its unmask and
+notify requests, `privif.EVTCHN_CMD` = (command, port), so the hot path
+never waits for a reply. Pipes, not a socketpair: a pipe's wake-up costs
+what an eventfd's does, a unix socket's twice that (bench/evtchn.py), and
+one direction's reads do not wake the other direction's sleeper. A port
+bound with `eventfd` counts its events on an eventfd instead (no mask:
+xenstored's kick model). xen-core keeps a writer of the command pipe to
+wake its reader at close, so the handle lives until `evtchn_close` or the
+end of the connection.
 
 A gntdev handle holds dom0's maptrack entries and a small bounce memfd for
 grant copies. Closing a handle, or the connection, undoes everything it
@@ -42,58 +47,62 @@ class EvtchnHandle:
         self.events = events.of(core)
         self.ev = self.events.evtchn
         self.id = hid
-        self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.setblocking(False)
-        self.send_lock = threading.Lock()
+        # Ours: the report pipe's writer (non-blocking: a reader that fell
+        # behind loses ports, the sender never waits), the command pipe's
+        # reader (the command thread's; it closes it) and a writer of it to
+        # wake that thread at close. The process's: the other two ends.
+        cmd_r, cmd_w = os.pipe2(os.O_CLOEXEC)
+        rep_r, self.rep_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self.rep_w, False)
+        self.peer_fds = [rep_r, cmd_w]
+        self.cmd_wake = os.dup(cmd_w)
         self.efds: dict[int, int] = {}
         self._binding_efd: int | None = None
         self.closed = False
-        # The reader's own fd: a handle closed at once must not race its dup.
-        rsock = self.sock.dup()
         state = self.events.dom0_state
         self.server = None if state is None else evtchn_fast.CommandServer(
-            state, rsock.fileno(), self.sock.fileno())
-        threading.Thread(target=self._commands, args=(rsock,), daemon=True,
+            state, cmd_r, self.rep_w)
+        threading.Thread(target=self._commands, args=(cmd_r,), daemon=True,
                          name=f"evtchn-h{hid}").start()
 
     # -- events out ------------------------------------------------------------
     def deliver(self, port: int):
+        """Called under the event lock (as close is)."""
         efd = self.efds.get(port, self._binding_efd)
         if efd is not None:
             os.eventfd_write(efd, 1)
             return False          # counted, not queued: no mask
+        if self.closed:
+            return True
         state = self.events.dom0_state
         if state is not None:   # serialized with the fast path's writes
-            err = state.write_port(self.sock.fileno(), port)
+            err = state.write_port(self.rep_w, port)
             if err:
                 log.warning("evtchn handle %d: port %d lost: %s", self.id, port, os.strerror(err))
             return True
-        with self.send_lock:
-            try:
-                self.sock.send(PORT.pack(port))
-            except (BlockingIOError, OSError) as e:
-                log.warning("evtchn handle %d: port %d lost: %s", self.id, port, e)
+        try:
+            os.write(self.rep_w, PORT.pack(port))
+        except OSError as e:
+            log.warning("evtchn handle %d: port %d lost: %s", self.id, port, e)
         return True
 
     def fast_fd(self, port: int) -> int | None:
-        """The socket the fast path may write `port` to (None: an eventfd
-        port, or the handle is closing)."""
+        """The report pipe the fast path may write `port` to (None: an
+        eventfd port, or the handle is closing)."""
         if self.closed or port in self.efds:
             return None
-        fd = self.sock.fileno()
-        return fd if fd >= 0 else None
+        return self.rep_w
 
     # -- commands in -------------------------------------------------------------
-    def _commands(self, sock) -> None:
-        sock.setblocking(True)
+    def _commands(self, rfd: int) -> None:
         buf = b""
         try:
             if self.server is not None:
-                self._serve(sock)
+                self._serve()
                 return
             while True:
-                data = sock.recv(4096)
-                if not data:
+                data = os.read(rfd, 4096)
+                if not data or self.closed:
                     break
                 buf += data
                 n = len(buf) - len(buf) % pv.EVTCHN_CMD.size
@@ -107,15 +116,14 @@ class EvtchnHandle:
         except OSError:
             pass
         finally:
-            sock.close()
+            os.close(rfd)
             self.close()
 
-    def _serve(self, sock) -> None:
+    def _serve(self) -> None:
         """The command stream served in C (evtchn_fast.CommandServer): Python
         only for records it leaves (ports it does not know, first notifies
         of a channel) and for waking vCPUs that wait in Python."""
         srv = self.server
-        srv.rfd = sock.fileno()
         while True:
             work = srv.next()
             if work is None:
@@ -181,18 +189,21 @@ class EvtchnHandle:
                 except XenError:
                     pass
             efds, self.efds = list(self.efds.values()), {}
-            self.events.forget_fd(self.sock.fileno())
+            self.events.forget_fd(self.rep_w)
             if self.server is not None:   # C serves none of its records again
                 self.server.state.handle_gone(self.server.token)
+                self.server.stop()
+            os.close(self.rep_w)          # the process reads EOF
         for efd in efds:
             os.close(efd)
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
+        try:                              # wake the command thread: it sees `closed`
+            os.write(self.cmd_wake, pv.EVTCHN_CMD.pack(0, 0))
         except OSError:
             pass
-        self.sock.close()
-        if self.peer.fileno() >= 0:
-            self.peer.close()
+        os.close(self.cmd_wake)
+        for fd in self.peer_fds:          # not passed (the open failed)
+            os.close(fd)
+        self.peer_fds = []
 
 
 class GntdevHandle:
@@ -451,7 +462,8 @@ class Dom0Ops:
     def op_evtchn_open(self, body):
         h = EvtchnHandle(self.core, _new_id(self))
         _handles(self)[h.id] = h
-        return {"handle": h.id}, [h.peer.detach()]   # only the process holds it now
+        fds, h.peer_fds = h.peer_fds, []       # only the process holds them now
+        return {"handle": h.id}, fds             # [report pipe, command pipe]
 
     def op_evtchn_bind_interdomain(self, body):
         h = _handle(self, body, EvtchnHandle)

@@ -165,7 +165,7 @@ class EventCore:
     def cache_send(self, d: EvtchnDomain, port: int, rd: EvtchnDomain, r) -> None:
         """After a send from guest port `port` reached dom0 port `r.port`:
         let the engine answer the next ones itself, if dom0's end is a
-        handle that takes ports on its socket (not an eventfd)."""
+        handle that takes ports on its report pipe (not an eventfd)."""
         if d.fast is None or rd.fast is None:
             return
         if d.domid == 0:
@@ -228,7 +228,7 @@ class EventCore:
             self._wake_pollers(d, port)
 
     def forget_fd(self, fd: int) -> None:
-        """A dom0 handle's socket is closing: no cached send may write to
+        """A dom0 handle's report pipe is closing: no cached send may write to
         its number again (its ports were closed first; this is the backstop)."""
         with self.evtchn.lock:
             for t in self.evtchn.domains.values():

@@ -78,7 +78,7 @@ class Dom0PortState:
 
     def cache_dom0(self, port: int, fd: int, rport: int) -> None:
         """Notifies on `port` go to dom0 port `rport` of the handle whose
-        socket is `fd` (dom0 to dom0)."""
+        report pipe is `fd` (dom0 to dom0)."""
         lib.evf_cache_dom0(self.cdata, port, fd, rport)
 
     def uncache_fd(self, fd: int) -> None:
@@ -99,7 +99,7 @@ class Dom0PortState:
         return bool(lib.evf_dom0_state(self.cdata, port) & LATCHED)
 
     def write_port(self, fd: int, port: int) -> int:
-        """Queue `port` to a handle's socket without blocking, serialized
+        """Queue `port` to a handle's report pipe without blocking, serialized
         with the fast path's writes; 0 or the errno (the event is lost)."""
         return lib.evf_write_port(self.cdata, fd, port)
 
@@ -109,7 +109,7 @@ class Dom0PortState:
 
 
 class CommandServer:
-    """A dom0 evtchn handle's command stream served in C (`evf_serve`):
+    """A dom0 evtchn handle's command pipe served in C (`evf_serve`):
     `next()` blocks without the GIL and returns only for work Python must
     do: ("slow", cmd, port), ("kick", domid, port, vcpu, flags) or None at
     the end of the stream."""
@@ -135,9 +135,13 @@ class CommandServer:
             return ("kick", s.kick_domid, s.kick_port, s.kick_vcpu, s.kick_flags)
         return None
 
+    def stop(self) -> None:
+        """`next()` returns None from now on (once a record wakes it)."""
+        self.s.closing = 1
+
 
 class FastPorts:
-    """One guest's cache: port -> (dom0 handle socket, dom0 port), and what
+    """One guest's cache: port -> (dom0 handle report pipe, dom0 port), and what
     delivering into the guest takes (filled by vCPU with `vcpu_ready`)."""
 
     def __init__(self, dom0: Dom0PortState, domid: int = 0, pending: int = 0, mask: int = 0):

@@ -3,7 +3,6 @@ dom0's port state in C behaves as the Python one, the cache is filled only
 by a send the Python engine answered and emptied whenever either end
 changes, and every misuse still gets the slow path's errno."""
 import os
-import socket
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -62,44 +61,44 @@ def test_dom0_state_device_semantics():
 def test_cached_send_writes_the_peer_port_once_until_unmask():
     dom0 = evtchn_fast.Dom0PortState()
     t = evtchn_fast.FastPorts(dom0)
-    a, b = socket.socketpair()
-    b.setblocking(False)
+    b, a = os.pipe()                               # a handle's report pipe
+    os.set_blocking(b, False)
     try:
         assert not t.send(3)                       # not cached: the slow path's
-        t.cache(3, a.fileno(), 7)
-        assert t.send(3) and b.recv(16) == (7).to_bytes(4, "little")
+        t.cache(3, a, 7)
+        assert t.send(3) and os.read(b, 16) == (7).to_bytes(4, "little")
         assert t.send(3) and t.fast_sends == 2
         with pytest.raises(BlockingIOError):       # masked: latched, not written
-            b.recv(16)
+            os.read(b, 16)
         assert dom0.latched(7) and dom0.unmask(7)
         t.uncache(3)
         assert not t.send(3) and not t.cached(3)
-        t.cache(3, a.fileno(), 7)
-        t.uncache_fd(a.fileno())
+        t.cache(3, a, 7)
+        t.uncache_fd(a)
         assert not t.cached(3)
         assert not t.send(1 << 20) and not t.send(4096)
     finally:
-        a.close()
-        b.close()
+        os.close(a)
+        os.close(b)
 
 
-def test_full_handle_socket_loses_the_event_never_blocks():
+def test_full_report_pipe_loses_the_event_never_blocks():
     dom0 = evtchn_fast.Dom0PortState()
     t = evtchn_fast.FastPorts(dom0)
-    a, b = socket.socketpair()
+    b, a = os.pipe()
     try:
-        a.setblocking(False)
-        while True:                                # fill the socket
+        os.set_blocking(a, False)                  # as a handle's writer is
+        while True:                                # fill the pipe
             try:
-                a.send(bytes(4096))
+                os.write(a, bytes(4096))
             except BlockingIOError:
                 break
-        t.cache(3, a.fileno(), 7)
+        t.cache(3, a, 7)
         assert t.send(3)                           # returns at once
         assert dom0.lost >= 1
     finally:
-        a.close()
-        b.close()
+        os.close(a)
+        os.close(b)
 
 
 # -- against a real core (emu engine, the guest's vCPU not started) -------------
@@ -117,7 +116,7 @@ def world():
     d.vcpus[0].paging_state = lambda: PagingState(cr0=CR0_PE, cr3=0, cr4=0, efer=0)
     ec = events.of(core)
     h = EvtchnHandle(core, 1)
-    h.peer.setblocking(False)
+    os.set_blocking(h.peer_fds[0], False)   # the process's report end
     yield core, d, ec, h
     h.close()
     core.close()
@@ -175,7 +174,7 @@ def connect(d, ec, h, eventfd=False):
 
 def read_ports(h):
     try:
-        data = h.peer.recv(4096)
+        data = os.read(h.peer_fds[0], 4096)
     except BlockingIOError:
         return []
     return [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)]
@@ -240,7 +239,7 @@ def test_handle_close_and_domain_destroy_empty_the_cache(world):
     assert guest_send(d, gport) == 0                         # unbound again
     from xen_core.dom0_ops import EvtchnHandle
     h2 = EvtchnHandle(core, 2)
-    h2.peer.setblocking(False)
+    os.set_blocking(h2.peer_fds[0], False)   # the process's report end
     try:
         gport2, lp2, _ = connect(d, ec, h2)
         assert guest_send(d, gport2) == 0 and fast.cached(gport2)
@@ -294,7 +293,7 @@ def test_2l_set_pending_in_one_call_is_the_four_steps(ops, has_info):
 
 def command(h, cmd, port):
     from xen_core.abi.privif import EVTCHN_CMD
-    h.peer.sendall(EVTCHN_CMD.pack(cmd, port))
+    os.write(h.peer_fds[1], EVTCHN_CMD.pack(cmd, port))
 
 
 def wait_until(cond, what):
@@ -357,7 +356,7 @@ def test_notify_misuse_is_ignored_as_by_the_device(world):
     from xen_core.dom0_ops import EvtchnHandle
     core, d, ec, h = world
     other = EvtchnHandle(core, 2)
-    other.peer.setblocking(False)
+    os.set_blocking(other.peer_fds[0], False)   # the process's report end
     try:
         gport, lp, _ = connect(d, ec, h)
         # Each handle's records are served in order: a good notify after the
@@ -411,7 +410,7 @@ def test_dom0_to_dom0_notify_cached_after_python(world):
     from xen_core.dom0_ops import EvtchnHandle
     core, d, ec, a = world
     b = EvtchnHandle(core, 2)
-    b.peer.setblocking(False)
+    os.set_blocking(b.peer_fds[0], False)   # the process's report end
     try:
         pa, _ = a.bind(lambda o: ec.evtchn.alloc_unbound(0, x.DOMID_SELF, 0, owner=o), False)
         pb, _ = b.bind(lambda o: ec.evtchn.bind_interdomain(0, 0, pa, owner=o), False)

@@ -123,6 +123,75 @@ def test_dom0_notify_checks_and_handle_close_unbinds(pc):
         pc.domain_destroy(dom)
 
 
+def test_handle_is_two_pipes_and_ends_when_the_core_closes_it(pc):
+    import stat
+    xe = Evtchn(pc)
+    port = xe.bind_virq(3)                           # VIRQ_DOM_EXC
+    assert stat.S_ISFIFO(os.fstat(xe.rfd).st_mode) and stat.S_ISFIFO(os.fstat(xe.wfd).st_mode)
+    assert xe.pending(0.05) is None
+    pc.call("evtchn_close", handle=xe.handle)        # xen-core's side goes first
+    with pytest.raises(XenError) as ei:
+        xe.pending(WAIT_S)                           # EOF on the report pipe
+    assert ei.value.errno == 9
+    deadline = time.monotonic() + WAIT_S
+    while True:                                      # once its reader is gone: EBADF, no SIGPIPE
+        try:
+            xe.notify(port)
+        except XenError as e:
+            assert e.errno == 9
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    xe.close()                                       # the second close is harmless
+    assert pc.hello()["protocol"] == 1
+
+
+def test_halt_polling_catches_ping_pong_wakeups(pc, events):
+    """Two guests ping-pong: each wake-up comes within microseconds of the
+    hlt, so the polling window grows and catches them (emu.c halt_poll;
+    tests/accel/test_halt_poll.py has its rules)."""
+    n = 300
+    a = start_guest(pc, "evtchn-ping", cmdline=f"count={n}")
+    b = start_guest(pc, "evtchn-ping", cmdline=f"count={n}")
+    for d in (a, b):
+        pc.domain_unpause(d)
+    pc.console_write_input(a, f"peer={b}\n".encode())
+    port = wait_for(pc, a, rf"port (\d+) for domain {b}").group(1)
+    pc.console_write_input(b, f"peer={a} port={port}\n".encode())
+    wait_shutdown(events, [a, b])
+    for d in (a, b):
+        engine = pc.domain_info(d)["vcpus"][0]["engine"]
+        if "halt_poll_hits" not in engine:
+            pytest.skip("the engine keeps no halt-polling statistics")
+        assert f"evtchn-ping: {n} events" in console(pc, d)
+        assert engine["halt_poll_hits"] > 0, engine
+        pc.domain_destroy(d)
+
+
+def test_halt_polling_off(monkeypatch):
+    monkeypatch.setenv("PYXEN_EMU_HALT_POLL_NS", "0")
+    try:
+        core = CoreProcess("emu")
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    try:
+        pc = core.privcmd()
+        a = start_guest(pc, "evtchn-ping", cmdline="count=100")
+        b = start_guest(pc, "evtchn-ping", cmdline="count=100")
+        for d in (a, b):
+            pc.domain_unpause(d)
+        pc.console_write_input(a, f"peer={b}\n".encode())
+        port = wait_for(pc, a, rf"port (\d+) for domain {b}").group(1)
+        pc.console_write_input(b, f"peer={a} port={port}\n".encode())
+        wait_for(pc, b, r"100 events in")
+        for d in (a, b):
+            engine = pc.domain_info(d)["vcpus"][0]["engine"]
+            assert engine["halt_poll_hits"] == engine["halt_poll_misses"] == 0, engine
+        pc.close()
+    finally:
+        core.stop()
+
+
 def grant_guest(pc, cmdline=""):
     dom = start_guest(pc, "grant-share", cmdline=cmdline)
     pc.domain_unpause(dom)
@@ -282,7 +351,8 @@ def test_connection_close_unbinds_and_leaks_nothing(pc, core):
         gd = Gntdev(other)
         assert len(core.fds()) > len(before)
         other.sock.close()                       # the process goes away: no goodbyes
-        xe.sock.close()
+        os.close(xe.rfd)
+        os.close(xe.wfd)
         deadline = time.monotonic() + WAIT_S
         while pc.call("evtchn_status", domid=dom, port=gport)[0]["status"] != 1:
             assert time.monotonic() < deadline

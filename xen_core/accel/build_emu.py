@@ -63,6 +63,7 @@ void emu_request_stop(struct emu_vcpu *v);
 void emu_request_interrupt(struct emu_vcpu *v, int vector);
 void emu_kick(struct emu_vcpu *v);
 void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns);
+void emu_set_halt_poll(struct emu_vcpu *v, uint64_t max_ns);
 void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t);
 void emu_machine_set_arch_caps(struct emu_machine *m, uint64_t value);
 int emu_get_regs(struct emu_vcpu *v, uint64_t *regs);
@@ -87,7 +88,7 @@ struct evf_table { struct evf_dom0 *dom0; uint32_t hypercall, send_op; uint8_t c
                    uint32_t sel_off, upcall_off; int vector; uint8_t ready[64];
                    uint64_t vinfo[64]; struct emu_vcpu *vcpu[64];
                    struct evf_table *gt[4096]; uint32_t gtport[4096], gtvcpu[4096]; };
-struct evf_serve { int have, off; uint32_t kick_domid, kick_port, kick_vcpu, kick_flags; };
+struct evf_serve { int have, off; int closing; uint32_t kick_domid, kick_port, kick_vcpu, kick_flags; };
 #define EVF_CMD_UNMASK 1
 #define EVF_CMD_NOTIFY 2
 #define EVF_SERVE_EOF 0

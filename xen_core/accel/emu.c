@@ -797,6 +797,48 @@ static bool stopped_at_hlt(struct emu_vcpu *v)
     return rip && uc_vmem_read(v->uc, rip - 1, UC_PROT_EXEC, &b, 1) == UC_ERR_OK && b == 0xf4;
 }
 
+/* Halt polling, as KVM's halt_poll_ns: a vCPU that halts in a ping-pong
+ * (an event channel to a backend or a peer) is woken again within tens of
+ * microseconds, and a sleep plus a futex wake-up costs as much as the rest
+ * of the round trip. So a hlt first watches its flags for up to
+ * `halt_poll_ns`, yielding the CPU to any other runnable thread at each
+ * look (2 shared cores: it must not starve the dom0 process it waits for).
+ * The window adapts as KVM's does: it starts at 0, grows from
+ * HALT_POLL_START (x2) while wake-ups come after it but within the
+ * maximum, and drops to 0 after a longer sleep, so an idle guest (a 4 ms
+ * tick) never polls. True when woken while polling. */
+#define HALT_POLL_START 10000u
+
+static bool halt_poll(struct emu_vcpu *v, uint64_t t0)
+{
+    uint64_t win = v->halt_poll_ns;
+    if (!win)
+        return false;
+    while (!(atomic_load(&v->flags) & WAKE_FLAGS)) {
+        if (now_ns() - t0 >= win) {
+            v->counters[C_HALT_POLL_MISSES]++;
+            return false;
+        }
+        sched_yield();
+    }
+    atomic_fetch_and(&v->flags, ~F_KICK);
+    v->counters[C_HALT_POLL_HITS]++;
+    return true;
+}
+
+/* After a hlt that slept: `halt_ns` from the hlt to the wake-up
+ * (UINT64_MAX: not woken in C at all). */
+static void halt_poll_adapt(struct emu_vcpu *v, uint64_t halt_ns)
+{
+    uint64_t max = v->halt_poll_max_ns;
+    if (halt_ns > max)
+        v->halt_poll_ns = 0;
+    else if (v->halt_poll_ns < max)
+        v->halt_poll_ns = v->halt_poll_ns ? v->halt_poll_ns * 2 : HALT_POLL_START;
+    if (v->halt_poll_ns > max)
+        v->halt_poll_ns = max;
+}
+
 /* hlt with interrupts on: wait here, without the GIL or the CPU lock, for
  * an interrupt, a stop, a memory op or a kick, instead of a round trip
  * through Python's halt (its GIL hand-off and condition variable are most
@@ -808,13 +850,25 @@ static bool fast_halt(struct emu_vcpu *v)
 {
     if (!v->halt_wait_ns || !(rreg(v->uc, UC_X86_REG_RFLAGS) & RFLAGS_IF))
         return false;
+    cpu_unlock(v);
+    if (atomic_load(&v->flags) & WAKE_FLAGS) {
+        /* Woken before it halted (a kick that found it running): no halt
+         * to learn from, as KVM's invalid wake-ups. */
+        atomic_fetch_and(&v->flags, ~F_KICK);
+        cpu_lock(v);
+        return true;
+    }
+    uint64_t t0 = now_ns();
+    if (halt_poll(v, t0)) {
+        cpu_lock(v);
+        return true;
+    }
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
     uint64_t ns = dl.tv_nsec + v->halt_wait_ns;
     dl.tv_sec += ns / 1000000000u;
     dl.tv_nsec = ns % 1000000000u;
     bool woken = true;
-    cpu_unlock(v);
     pthread_mutex_lock(&v->mu);
     atomic_store(&v->halting, 1);
     while (!(atomic_load(&v->flags) & WAKE_FLAGS)) {
@@ -827,6 +881,7 @@ static bool fast_halt(struct emu_vcpu *v)
     atomic_store(&v->halting, 0);
     atomic_fetch_and(&v->flags, ~F_KICK);
     pthread_mutex_unlock(&v->mu);
+    halt_poll_adapt(v, woken ? now_ns() - t0 : UINT64_MAX);
     cpu_lock(v);
     return woken;
 }
@@ -965,6 +1020,12 @@ void emu_kick(struct emu_vcpu *v)
 }
 
 void emu_set_halt_wait(struct emu_vcpu *v, uint64_t ns) { v->halt_wait_ns = ns; }
+
+void emu_set_halt_poll(struct emu_vcpu *v, uint64_t max_ns)
+{
+    v->halt_poll_max_ns = max_ns;
+    v->halt_poll_ns = 0;
+}
 
 void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t) { m->evtchn = t; }
 

@@ -82,6 +82,11 @@ _MASK64 = 0xFFFFFFFFFFFFFFFF
 # runstate, timers): most wake-ups of a busy vCPU come well within it.
 HALT_WAIT_NS = 2_000_000
 
+# Halt polling's longest window (emu.c halt_poll; KVM's halt_poll_ns, 200 us
+# there): the guest <-> dom0 round trip's reply comes within ~20 us here.
+# PYXEN_EMU_HALT_POLL_NS=0 turns it off.
+HALT_POLL_NS = int(os.environ.get("PYXEN_EMU_HALT_POLL_NS", "50000"))
+
 _ASYNC_IRQ_ENV = "PYXEN_EMU_ASYNC_IRQ"
 _ASYNC_IRQ_VALUE = os.environ.get(_ASYNC_IRQ_ENV, "1").strip()
 ASYNC_IRQ = _ASYNC_IRQ_VALUE != "0"
@@ -143,7 +148,7 @@ class EmuVcpu:
             raise OSError(f"emu vcpu {vcpu_id}: {ffi.string(err).decode()}")
         _LIVE[self._token] = self
         lib.emu_set_async_irq(self._v, int(ASYNC_IRQ))
-        lib.emu_set_halt_wait(self._v, HALT_WAIT_NS)
+        self.set_halt_wait(HALT_WAIT_NS, HALT_POLL_NS)
         self._regs = ffi.new("uint64_t[18]")
         assert ffi.offsetof("struct emu_exit", "value") == _VALUE_OFF
         self._exit = memoryview(ffi.buffer(lib.emu_exit_of(self._v), _EXIT.size))
@@ -233,6 +238,14 @@ class EmuVcpu:
             if self._v is not None:
                 lib.emu_request_interrupt(self._v, vector)
 
+    def set_halt_wait(self, wait_ns: int, poll_max_ns: int) -> None:
+        """How long a hlt waits in C (HALT_WAIT_NS) and halt polling's
+        cap (HALT_POLL_NS; 0: off) for this vCPU."""
+        with self._free_lock:
+            if self._v is not None:
+                lib.emu_set_halt_wait(self._v, wait_ns)
+                lib.emu_set_halt_poll(self._v, poll_max_ns)
+
     def kick(self) -> None:
         """The core woke this vCPU (an event, its timer): ends a hlt that
         waits in C (see HALT_WAIT_NS). A no-op once the vCPU is closed."""
@@ -270,7 +283,7 @@ class EmuVcpu:
         """Engine statistics (hypercalls, scanned blocks, wrmsr sites, ...)."""
         names = ("hypercalls", "blocks_scanned", "wrmsr_sites", "exceptions",
                  "interrupts", "block_stops", "async_irq_stops", "fast_hypercalls",
-                 "python_exits", "state_in_place")
+                 "halt_poll_hits", "halt_poll_misses", "python_exits", "state_in_place")
         with self._free_lock:
             if self._v is None:
                 return {n: 0 for n in names}

@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #endif
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -46,7 +47,8 @@
 #define CPUID7_EDX_ARCH_CAPS (1u << 29)
 
 enum { C_HYPERCALLS, C_SCANS, C_SITES, C_EXCEPTIONS, C_IRQS, C_BLOCK_STOPS,
-       C_ASYNC_IRQ_STOPS, C_FAST_HYPERCALLS, C_PYTHON_EXITS, C_STATE_IN_PLACE, C_NCOUNTERS };
+       C_ASYNC_IRQ_STOPS, C_FAST_HYPERCALLS, C_HALT_POLL_HITS, C_HALT_POLL_MISSES,
+       C_PYTHON_EXITS, C_STATE_IN_PLACE, C_NCOUNTERS };
 
 enum stop_reason { R_NONE, R_ASYNC, R_TRIPLE, R_ERROR, R_SITES, R_SYSCALL, R_RDMSR };
 
@@ -135,6 +137,7 @@ struct emu_vcpu {
     pthread_mutex_t mu;
     pthread_cond_t wake; /* with mu: a hlt waiting in C (fast_halt) */
     uint64_t halt_wait_ns; /* how long hlt waits in C before Python's halt; 0: never */
+    uint64_t halt_poll_ns, halt_poll_max_ns; /* halt polling: the window now, its cap */
     struct mem_op ops[MAX_OPS];
     int nops, ops_overflow;
     struct emu_region *regions;

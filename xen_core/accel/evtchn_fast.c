@@ -2,7 +2,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <unistd.h>
 
 #include "evtchn_fast.h"
 
@@ -22,9 +22,10 @@ static int mark_locked(struct evf_dom0 *d, uint32_t port)
 
 static int write_locked(struct evf_dom0 *d, int fd, uint32_t port)
 {
-    /* Never blocks the sender: a handle whose reader fell this far behind
-     * loses the event (as a full evtchn ring would). */
-    ssize_t n = send(fd, &port, sizeof(port), MSG_DONTWAIT | MSG_NOSIGNAL);
+    /* The handle's report pipe is O_NONBLOCK: a reader that fell this far
+     * behind loses the event (as a full evtchn ring would), the sender
+     * never waits. A record is under PIPE_BUF: written whole or not at all. */
+    ssize_t n = write(fd, &port, sizeof(port));
     if (n == (ssize_t)sizeof(port))
         return 0;
     d->lost++;
@@ -193,7 +194,7 @@ void evf_dom0_own(struct evf_dom0 *d, uint32_t port, uint32_t token)
 }
 
 /* A handle is closing: none of its records is served here any more (and
- * nothing is written to its socket's number again). */
+ * nothing is written to its report pipe's number again). */
 void evf_handle_gone(struct evf_dom0 *d, uint32_t token)
 {
     pthread_mutex_lock(&evf_lock);
@@ -367,13 +368,16 @@ static int command_locked(struct evf_dom0 *d, uint32_t token, int wfd, uint32_t 
     return EVF_SERVE_SLOW;
 }
 
-/* A dom0 evtchn handle's command stream, served without Python: blocks in
- * recv(rfd) (the caller releases the GIL), answers unmask and notify for
- * ports this handle holds, and returns only for what Python must do. */
+/* A dom0 evtchn handle's command pipe, served without Python: blocks in
+ * read(rfd) (the caller releases the GIL), answers unmask and notify for
+ * ports this handle holds, and returns only for what Python must do, or
+ * EOF once `closing` is set (the closer then writes a record to wake it). */
 int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf, int cap,
               struct evf_serve *s)
 {
     for (;;) {
+        if (__atomic_load_n(&s->closing, __ATOMIC_SEQ_CST))
+            return EVF_SERVE_EOF;
         while (s->have - s->off >= 8) {
             uint32_t cmd, port;
             memcpy(&cmd, buf + s->off, 4);
@@ -390,7 +394,7 @@ int evf_serve(struct evf_dom0 *d, uint32_t token, int rfd, int wfd, uint8_t *buf
         memmove(buf, buf + s->off, s->have - s->off);
         s->have -= s->off;
         s->off = 0;
-        ssize_t n = recv(rfd, buf + s->have, cap - s->have, 0);
+        ssize_t n = read(rfd, buf + s->have, cap - s->have);
         if (n == 0)
             return EVF_SERVE_EOF;
         if (n < 0) {

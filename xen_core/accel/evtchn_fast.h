@@ -29,20 +29,20 @@ struct emu_vcpu;
  * the guest port it reaches (cached like the guest's sends). */
 struct evf_dom0 {
     uint8_t state[EVF_NR_PORTS];
-    uint64_t lost; /* ports a full handle socket could not take */
+    uint64_t lost; /* ports a full handle report pipe could not take */
     uint32_t owner[EVF_NR_PORTS]; /* the handle's token, 0: none known */
     struct evf_table *target[EVF_NR_PORTS];
     uint32_t tport[EVF_NR_PORTS], tvcpu[EVF_NR_PORTS];
     uint64_t fast_commands;
-    /* a notify whose peer is another dom0 handle's port: its socket, port */
+    /* a notify whose peer is another dom0 handle's port: its report pipe, port */
     uint8_t dcached[EVF_NR_PORTS];
     int32_t dfd[EVF_NR_PORTS];
     uint32_t dport[EVF_NR_PORTS];
 };
 
 /* One guest: its ports whose peer is a dom0 evtchn handle (a send writes
- * the peer port to that handle's socket, unless masked: then latched), and
- * what delivering an event into it takes (2-level bitmaps, vcpu_info, the
+ * the peer port to that handle's report pipe, unless masked: then latched),
+ * and what delivering an event into it takes (2-level bitmaps, vcpu_info, the
  * callback vector, the engine vCPU), filled per vCPU by the core and
  * flushed when any of it may change. */
 struct evf_table {
@@ -70,6 +70,7 @@ struct evf_table {
 /* A handle's command loop (evf_serve): in/out state between calls. */
 struct evf_serve {
     int have, off; /* bytes in the buffer; the next record */
+    int closing;   /* set by the handle's closer: return EOF */
     uint32_t kick_domid, kick_port, kick_vcpu, kick_flags;
 };
 #define EVF_CMD_UNMASK 1 /* a handle's records: privif.EVTCHN_CMD_* */
