@@ -12,8 +12,17 @@
  *   "exception in flight" (env->old_exception) is never reset by unicorn,
  *   and even a clean stop leaves it set (13), so it is cleared after each
  *   delivery and each emu_start. It, the error code, the int-n flag, hflags
- *   and the CS/SS caches are reached through a context snapshot at offsets
- *   found at start-up by emu_calibrate() (probe runs diffing snapshots).
+ *   and the CS/SS caches sit at offsets found at start-up by
+ *   emu_calibrate() (probe runs diffing snapshots). A snapshot is a byte
+ *   copy of the live CPU state, which calibration also locates (env_find):
+ *   the fields are then read and written in place, not through a 5.6 KB
+ *   copy each time (PYXEN_EMU_CPU_STATE=snapshot keeps the copies).
+ * - The engine's own physical reads (page walks, IDT, GDT, TSS) use host
+ *   pointers from a region table kept beside the engine's mappings
+ *   (uc_mem_read searches the mappings on every call). Its writes (the
+ *   interrupt frame) stay uc_mem_write: that invalidates translated code
+ *   on the page written, a host store would not, and nothing stops a
+ *   guest from keeping code on its stack page. One write per frame.
  * - No wrmsr or rdmsr hook: a block hook scans each new block for `0f 30`
  *   and `0f 32` and puts a code hook on each site (it fires only if an
  *   instruction starts there). Unicorn reads 0 from MSRs it does not know,
@@ -143,16 +152,33 @@ void emu_machine_resume(struct emu_machine *m)
 
 static bool irq_pending(struct emu_vcpu *v);
 
+/* Whether Python may block this vCPU until an event comes (hlt, the
+ * scheduler hypercalls, ...): such a vCPU counts as outside, and a
+ * delivery made in C then kicks it through Python (evtchn_fast.c). An
+ * event-channel operation (a send that C could not answer), I/O, an MSR
+ * write or another vCPU's kick return without waiting for an event;
+ * the interrupt a delivery requests meanwhile is taken when the vCPU is
+ * back in C. */
+static bool may_wait_for_event(const struct emu_vcpu *v)
+{
+    return v->exit.kind == EMU_EXIT_HALT ||
+           (v->exit.kind == EMU_EXIT_HYPERCALL && v->exit.nr != HYPERVISOR_event_channel_op);
+}
+
 static int call_python(struct emu_vcpu *v, uc_engine *uc)
 {
     cpu_unlock(v);
     v->in_py_hook = uc != NULL;
-    atomic_fetch_add(&v->m->outside, 1);
+    v->counters[C_PYTHON_EXITS]++;
+    bool waits = may_wait_for_event(v);
+    if (waits)
+        atomic_fetch_add(&v->m->outside, 1);
     /* An event posted before `outside` rose (a poster then saw every vCPU
      * in C and kicked no one): not a halt, the run loop applies it. */
     int rc = v->exit.kind == EMU_EXIT_HALT && (atomic_load(&v->flags) & F_EVQ)
                  ? 0 : emu_py_exit(v->token);
-    atomic_fetch_sub(&v->m->outside, 1);
+    if (waits)
+        atomic_fetch_sub(&v->m->outside, 1);
     v->in_py_hook = 0;
     cpu_lock(v);
     /* The handler may have called into unicorn (mapping, unmapping or
@@ -422,10 +448,13 @@ static void hook_post_out(uc_engine *uc, uint64_t addr, uint32_t size, void *ud)
 
 enum { SITE_WRMSR, SITE_POST_OUT, SITE_RDMSR };
 
-/* By address, 4 bytes a slot: the blocks of a hot loop share a few cache
- * lines of the table (a hash spreading them over its 512 KiB made this
- * lookup a cache miss per executed block: ~7% of a Linux boot). */
-static inline unsigned scan_slot(uint64_t a) { return (a >> 2) & (SCAN_SLOTS - 1); }
+/* By address, a slot per byte: the blocks of a hot loop share a few cache
+ * lines of the table (a hash spreading them over the table made this
+ * lookup a cache miss per executed block: ~7% of a Linux boot). Not four
+ * bytes a slot: blocks that start a byte apart (`sti` ends a block, so
+ * `sti; hlt` starts one at the hlt, and the next at the byte after it)
+ * then evicted each other, a scan each time (5 per event round trip). */
+static inline unsigned scan_slot(uint64_t a) { return a & (SCAN_SLOTS - 1); }
 
 static void scan_block(struct emu_vcpu *v, uc_engine *uc, uint64_t addr, uint32_t size)
 {
@@ -490,11 +519,18 @@ static bool irq_pending(struct emu_vcpu *v)
 }
 
 /* A vCPU waiting in fast_halt() wakes on any of these (set first, then
- * signalled under v->mu, so the waiter cannot miss one). */
+ * signalled under v->mu if it waits, so the waiter cannot miss one: see
+ * wake_vcpu). */
 #define WAKE_FLAGS (F_STOP | F_IRQ | F_OPS | F_RIP | F_KICK | F_EVQ)
 
 static void wake_vcpu(struct emu_vcpu *v)
 {
+    /* The caller set its flag (seq_cst) before this load; a waiter sets
+     * `halting` (seq_cst) before it looks at the flags. So either the
+     * waiter sees the flag, or this sees `halting` and signals under mu.
+     * A vCPU that is not waiting costs no lock and no futex call. */
+    if (!atomic_load(&v->halting))
+        return;
     pthread_mutex_lock(&v->mu);
     pthread_cond_signal(&v->wake);
     pthread_mutex_unlock(&v->mu);
@@ -583,6 +619,53 @@ void forget_scans(struct emu_vcpu *v)
     memset(v->scanned, 0xff, sizeof(v->scanned));
 }
 
+/* The region table (emu_priv.h) follows each mapping change the engine
+ * accepted. An unmap drops every region it touches (unicorn may split
+ * one; the rest then goes through unicorn, still correct). */
+static void region_add(struct emu_vcpu *v, uint64_t gpa, uint64_t size, uint64_t host, int ro)
+{
+    if (v->nregions == v->cap_regions) {
+        int cap = v->cap_regions ? 2 * v->cap_regions : 16;
+        struct emu_region *r = realloc(v->regions, cap * sizeof(*r));
+        if (!r)
+            return;
+        v->regions = r;
+        v->cap_regions = cap;
+    }
+    v->regions[v->nregions++] = (struct emu_region){gpa, size, (uint8_t *)(uintptr_t)host, ro};
+}
+
+static void region_del(struct emu_vcpu *v, uint64_t gpa, uint64_t size)
+{
+    for (int i = 0; i < v->nregions;) {
+        struct emu_region *r = &v->regions[i];
+        if (r->gpa < gpa + size && gpa < r->gpa + r->size)
+            *r = v->regions[--v->nregions];
+        else
+            i++;
+    }
+    v->last_region = 0;
+}
+
+/* Host address of [gpa, gpa + len) if one region holds all of it (and it
+ * is writable, for a write); NULL otherwise. The last hit is tried first:
+ * nearly every lookup is RAM. */
+uint8_t *region_host(struct emu_vcpu *v, uint64_t gpa, size_t len, bool write)
+{
+    int n = v->nregions, i = v->last_region;
+    for (int k = 0; k < n; k++, i = i + 1 == n ? 0 : i + 1) {
+        struct emu_region *r = &v->regions[i];
+        uint64_t off = gpa - r->gpa;
+        if (off < r->size && len <= r->size - off) {
+            if (write && r->ro)
+                return NULL;
+            v->last_region = i;
+            return r->host + off;
+        }
+    }
+    return NULL;
+}
+
 /* Mapping kinds: 0 read-write, 3 read-only (a read-only grant mapping: a
  * guest write stops the run with UC_ERR_WRITE_PROT, emu_run injects #GP). */
 static uint32_t map_prot(int kind)
@@ -590,20 +673,26 @@ static uint32_t map_prot(int kind)
     return kind == 3 ? UC_PROT_READ | UC_PROT_EXEC : UC_PROT_ALL;
 }
 
-static void apply_op(struct emu_vcpu *v, struct mem_op *op)
+/* One memory op on the engine (and the region table), on the vCPU's
+ * thread or while it does not run. */
+static int apply_op(struct emu_vcpu *v, const struct mem_op *op)
 {
+    int rc;
     switch (op->kind) {
     case 0:
     case 3:
-        uc_mem_map_ptr(v->uc, op->gpa, op->size, map_prot(op->kind), (void *)(uintptr_t)op->host);
-        break;
+        rc = uc_mem_map_ptr(v->uc, op->gpa, op->size, map_prot(op->kind),
+                            (void *)(uintptr_t)op->host);
+        if (rc == UC_ERR_OK)
+            region_add(v, op->gpa, op->size, op->host, op->kind == 3);
+        return rc;
     case 1:
-        uc_mem_unmap(v->uc, op->gpa, op->size);
-        break;
-    case 2:
-        uc_ctl_remove_cache(v->uc, op->gpa, op->gpa + op->size);
+        region_del(v, op->gpa, op->size);
+        return uc_mem_unmap(v->uc, op->gpa, op->size);
+    default:
+        rc = uc_ctl_remove_cache(v->uc, op->gpa, op->gpa + op->size);
         forget_scans(v);
-        break;
+        return rc;
     }
 }
 
@@ -630,14 +719,7 @@ static int mem_op(struct emu_vcpu *v, int kind, uint64_t gpa, uint64_t size, uin
     int rc = 0;
     pthread_mutex_lock(&v->mu);
     if (!v->in_run || pthread_equal(v->thread, pthread_self())) {
-        if (kind == 0 || kind == 3)
-            rc = uc_mem_map_ptr(v->uc, gpa, size, map_prot(kind), (void *)(uintptr_t)host);
-        else if (kind == 1)
-            rc = uc_mem_unmap(v->uc, gpa, size);
-        else {
-            rc = uc_ctl_remove_cache(v->uc, gpa, gpa + size);
-            forget_scans(v);
-        }
+        rc = apply_op(v, &op);
     } else if (v->nops < MAX_OPS) {
         v->ops[v->nops++] = op;
         atomic_fetch_or(&v->flags, F_OPS);
@@ -722,7 +804,9 @@ static int maybe_deliver_irq(struct emu_vcpu *v, uint64_t rip)
 {
     if (!irq_pending(v) || !(rreg(v->uc, UC_X86_REG_RFLAGS) & RFLAGS_IF))
         return 0;
-    if (irq_inhibited(v)) {
+    /* hlt ends any interrupt shadow (QEMU's helper_hlt clears
+     * HF_INHIBIT_IRQ): after a hlt stop there is nothing to look up. */
+    if (!v->hlt_stop && irq_inhibited(v)) {
         v->irq_defer_rip = rip;
         return 0;
     }
@@ -816,6 +900,7 @@ static bool fast_halt(struct emu_vcpu *v)
     dl.tv_nsec = ns % 1000000000u;
     bool woken = true;
     pthread_mutex_lock(&v->mu);
+    atomic_store(&v->halting, 1);
     while (!(atomic_load(&v->flags) & WAKE_FLAGS)) {
         if (pthread_cond_timedwait(&v->wake, &v->mu, &dl) != 0 &&
             !(atomic_load(&v->flags) & WAKE_FLAGS)) {
@@ -823,6 +908,7 @@ static bool fast_halt(struct emu_vcpu *v)
             break;
         }
     }
+    atomic_store(&v->halting, 0);
     atomic_fetch_and(&v->flags, ~F_KICK);
     pthread_mutex_unlock(&v->mu);
     halt_poll_adapt(v, woken ? now_ns() - t0 : UINT64_MAX);
@@ -872,6 +958,7 @@ int emu_run(struct emu_vcpu *v)
             break;
         }
         rip = rreg(v->uc, UC_X86_REG_RIP);
+        v->hlt_stop = false;
         uc_err e = uc_emu_start(v->uc, rip, NEVER_PC, 0, 0);
         /* Leaving emu_start (even by a clean stop from the block hook) can
          * leave QEMU's exception-in-flight marker set (measured: 13), which
@@ -922,6 +1009,7 @@ int emu_run(struct emu_vcpu *v)
             break;
         }
         v->irq_point = 1;
+        v->hlt_stop = true;
         /* hlt: wait in the core unless an interrupt is already deliverable
          * or a stop is pending (the loop top returns it). */
         if (!(atomic_load(&v->flags) & F_STOP) &&
@@ -948,6 +1036,8 @@ void emu_request_stop(struct emu_vcpu *v)
     wake_vcpu(v);
 }
 
+/* Enough on its own to end a C hlt wait (F_IRQ is a wake flag): no
+ * emu_kick() is needed after it. */
 void emu_request_interrupt(struct emu_vcpu *v, int vector)
 {
     if (vector < 0 || vector > 255)
@@ -986,8 +1076,9 @@ void emu_machine_set_evtchn(struct emu_machine *m, struct evf_table *t) { m->evt
 
 void emu_machine_set_arch_caps(struct emu_machine *m, uint64_t value) { m->arch_caps = value; }
 
-/* Every vCPU of the machine is in guest code or a C hlt wait (none in
- * Python, none idle): an event needs no Python kick (evtchn_fast.c). */
+/* Every vCPU of the machine is in guest code, a C hlt wait, or Python
+ * for an exit that never waits for an event (may_wait_for_event); none
+ * idle: an event needs no Python kick (evtchn_fast.c). */
 int emu_machine_all_in_c(struct emu_machine *m) { return atomic_load(&m->outside) == 0; }
 
 /* -------------------------------------------------------- registers */
@@ -1046,7 +1137,7 @@ void emu_set_io_in_ones(struct emu_vcpu *v, int on) { v->io_in_ones = on != 0; }
 
 uint64_t emu_counter(struct emu_vcpu *v, int which)
 {
-    return which >= 0 && which < (int)(sizeof(v->counters) / sizeof(v->counters[0])) ? v->counters[which] : 0;
+    return which >= 0 && which < C_NCOUNTERS ? v->counters[which] : 0;
 }
 
 /* ------------------------------------------------------ lifecycle */
@@ -1138,6 +1229,9 @@ struct emu_vcpu *emu_vcpu_new(struct emu_machine *m, int id, uint64_t token, cha
     if (e == UC_ERR_OK)
         e = uc_context_alloc(v->uc, &v->ctx);
     if (e == UC_ERR_OK)
+        v->env = env_find(v->uc, v->ctx);
+    v->counters[C_STATE_IN_PLACE] = v->env != NULL; /* 1, not a count */
+    if (e == UC_ERR_OK)
         e = uc_mem_map_ptr(v->uc, EMU_PRIV_GPA, 4096, UC_PROT_READ | UC_PROT_EXEC, v->priv);
     if (e == UC_ERR_OK)
         e = lapic_map(v);
@@ -1165,6 +1259,7 @@ void emu_vcpu_free(struct emu_vcpu *v)
     pthread_cond_destroy(&v->wake);
     free(v->priv);
     free(v->lapic);
+    free(v->regions);
     free(v);
 }
 

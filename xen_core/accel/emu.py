@@ -13,6 +13,11 @@ Environment (read once, at import):
       hypercalls and hlt, never at a block boundary while the guest is busy
       (default 1: both). A guest must behave the same either way; the
       `async_irq_stops` counter says how many deliveries the block hook made.
+  PYXEN_EMU_CPU_STATE=snapshot  reach unicorn's internal CPU state (the
+      interrupt shadow, the exception-in-flight marker, segment caches)
+      through uc_context_save/restore copies only, never in place (default
+      "in-place" where the engine found it: the `state_in_place` counter).
+      Same behaviour, slower; the check that both ways agree.
 """
 from __future__ import annotations
 
@@ -85,6 +90,8 @@ HALT_POLL_NS = int(os.environ.get("PYXEN_EMU_HALT_POLL_NS", "50000"))
 _ASYNC_IRQ_ENV = "PYXEN_EMU_ASYNC_IRQ"
 _ASYNC_IRQ_VALUE = os.environ.get(_ASYNC_IRQ_ENV, "1").strip()
 ASYNC_IRQ = _ASYNC_IRQ_VALUE != "0"
+_CPU_STATE_ENV = "PYXEN_EMU_CPU_STATE"
+_CPU_STATE_VALUE = os.environ.get(_CPU_STATE_ENV, "in-place")   # emu_x86.c reads it too
 
 # C names a vCPU by a token (an int converts faster than a cffi handle).
 _LIVE: dict[int, "EmuVcpu"] = {}
@@ -282,7 +289,8 @@ class EmuVcpu:
         """Engine statistics (hypercalls, scanned blocks, wrmsr sites, ...)."""
         names = ("hypercalls", "blocks_scanned", "wrmsr_sites", "exceptions",
                  "interrupts", "block_stops", "async_irq_stops", "fast_hypercalls",
-                 "halt_poll_hits", "halt_poll_misses", "posted_event_drains")
+                 "halt_poll_hits", "halt_poll_misses", "python_exits", "state_in_place",
+                 "posted_event_drains")
         with self._free_lock:
             if self._v is None:
                 return {n: 0 for n in names}
@@ -407,6 +415,9 @@ class EmuAccelerator:
     def usable(self) -> tuple[bool, str]:
         if _ASYNC_IRQ_VALUE not in ("0", "1"):
             return False, f"{_ASYNC_IRQ_ENV} must be 0 or 1, not {_ASYNC_IRQ_VALUE!r}"
+        if _CPU_STATE_VALUE not in ("in-place", "snapshot"):
+            return False, (f"{_CPU_STATE_ENV} must be in-place or snapshot, "
+                           f"not {_CPU_STATE_VALUE!r}")
         return _calibrate()
 
     def create_machine(self) -> EmuMachine:

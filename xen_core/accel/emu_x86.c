@@ -4,33 +4,56 @@
  * and finding unicorn's internal CPU state (emu_calibrate). See emu.c. */
 #include "emu_priv.h"
 
+#include <sys/uio.h>
+#include <unistd.h>
+
 struct emu_cal cal;
 
 /* ------------------------------------------------------ event delivery */
 
-/* Reset QEMU's exception-in-flight marker (and read the fault's error code
- * and int-n flag) through a context snapshot. */
-void ctx_peek(struct emu_vcpu *v, int *err_code, int *is_int)
+/* QEMU's CPU state behind the engine's back (offsets from emu_calibrate):
+ * in place when env_find() located it, else through a context snapshot.
+ * `snap` takes the snapshot when one is needed; put() writes it back. */
+static char *cpu_state(struct emu_vcpu *v)
 {
+    if (v->env)
+        return v->env - cal.ctx_data; /* + a context offset = the live field */
     uc_context_save(v->uc, v->ctx);
-    *err_code = *(int32_t *)((char *)v->ctx + cal.error_code);
-    *is_int = *(int32_t *)((char *)v->ctx + cal.is_int);
+    return (char *)v->ctx;
 }
 
+static void cpu_state_put(struct emu_vcpu *v)
+{
+    if (!v->env)
+        uc_context_restore(v->uc, v->ctx);
+}
+
+/* Read the fault's error code and int-n flag. */
+void ctx_peek(struct emu_vcpu *v, int *err_code, int *is_int)
+{
+    char *c = cpu_state(v);
+    memcpy(err_code, c + cal.error_code, 4);
+    memcpy(is_int, c + cal.is_int, 4);
+}
+
+/* Reset QEMU's exception-in-flight marker (see emu.c). */
 void ctx_clear_in_flight(struct emu_vcpu *v)
 {
-    uc_context_save(v->uc, v->ctx);
-    int32_t *p = (int32_t *)((char *)v->ctx + cal.old_exception);
-    if (*p != -1) {
-        *p = -1;
-        uc_context_restore(v->uc, v->ctx);
+    char *c = cpu_state(v);
+    int32_t x;
+    memcpy(&x, c + cal.old_exception, 4);
+    if (x != -1) {
+        x = -1;
+        memcpy(c + cal.old_exception, &x, 4);
+        cpu_state_put(v);
     }
 }
 
 bool irq_inhibited(struct emu_vcpu *v)
 {
-    uc_context_save(v->uc, v->ctx);
-    return *(uint32_t *)((char *)v->ctx + cal.hflags) & HF_INHIBIT_IRQ;
+    uint32_t hf;
+    memcpy(&hf, cpu_state(v) + cal.hflags, 4);
+    return hf & HF_INHIBIT_IRQ;
 }
 
 bool vector_has_error_code(int vec)
@@ -43,6 +66,31 @@ bool vector_has_error_code(int vec)
  * stack walk the guest's 4-level page tables here: unicorn's vmem helpers
  * translate with the current CPL, and a ring-3 interrupt must reach
  * supervisor-only pages. Returns 0 and the physical address, or -1. */
+/* A physical read or write by the engine itself: a host pointer from the
+ * region table, else unicorn. Writes keep going through uc_mem_write: it
+ * invalidates translations of code on the page it writes (a host store
+ * would not, see emu.c). `len` stays within one page. */
+static int phys_read(struct emu_vcpu *v, uint64_t pa, void *buf, size_t len)
+{
+    uint8_t *h = region_host_read(v, pa, len);
+    if (h) {
+        memcpy(buf, h, len);
+        return 0;
+    }
+    return uc_mem_read(v->uc, pa, buf, len) == UC_ERR_OK ? 0 : -1;
+}
+
+/* One page-table entry (8 bytes, aligned: never across a region end). */
+static inline int phys_read64(struct emu_vcpu *v, uint64_t pa, uint64_t *e)
+{
+    uint8_t *h = region_host_read(v, pa, 8);
+    if (h) {
+        memcpy(e, h, 8);
+        return 0;
+    }
+    return uc_mem_read(v->uc, pa, e, 8) == UC_ERR_OK ? 0 : -1;
+}
+
 static int gva_to_gpa(struct emu_vcpu *v, uint64_t va, uint64_t *pa)
 {
     uint64_t cr0 = rreg(v->uc, UC_X86_REG_CR0);
@@ -54,7 +102,7 @@ static int gva_to_gpa(struct emu_vcpu *v, uint64_t va, uint64_t *pa)
     for (int level = 3; level >= 0; level--) {
         uint64_t e;
         int idx = (va >> (12 + 9 * level)) & 511;
-        if (uc_mem_read(v->uc, table + idx * 8, &e, 8) != UC_ERR_OK || !(e & 1))
+        if (phys_read64(v, table + idx * 8, &e) != 0 || !(e & 1))
             return -1;
         uint64_t frame = e & 0x000ffffffffff000ull;
         if (level > 0 && level < 3 && (e & 0x80)) { /* 1 GiB / 2 MiB page */
@@ -77,7 +125,8 @@ static int sys_access(struct emu_vcpu *v, uint64_t va, void *buf, size_t len, bo
         if (chunk > len)
             chunk = len;
         if (gva_to_gpa(v, va, &pa) != 0 ||
-            (write ? uc_mem_write(v->uc, pa, b, chunk) : uc_mem_read(v->uc, pa, b, chunk))) {
+            (write ? uc_mem_write(v->uc, pa, b, chunk) != UC_ERR_OK
+                   : phys_read(v, pa, b, chunk) != 0)) {
             v->fault_va = va;
             return -1;
         }
@@ -100,6 +149,7 @@ static int sys_access(struct emu_vcpu *v, uint64_t va, void *buf, size_t len, bo
 #define HF_CS32 (1u << 4)
 #define HF_SS32 (1u << 5)
 #define HF_ADDSEG (1u << 6)
+#define HF_LMA (1u << 14)
 #define HF_CS64 (1u << 15)
 
 /* QEMU's SegmentCache: selector, base, limit, flags (high descriptor word). */
@@ -115,8 +165,7 @@ struct seg_cache {
  * CS must be a 64-bit code segment (long mode). */
 static void load_cs_ss64(struct emu_vcpu *v, struct seg_cache cs, struct seg_cache ss)
 {
-    uc_context_save(v->uc, v->ctx);
-    char *c = (char *)v->ctx;
+    char *c = cpu_state(v);
     memcpy(c + cal.seg_cs, &cs, sizeof(cs));
     memcpy(c + cal.seg_cs + sizeof(struct seg_cache), &ss, sizeof(ss));
     uint32_t hf, cpl = (ss.flags >> 13) & 3;
@@ -125,7 +174,7 @@ static void load_cs_ss64(struct emu_vcpu *v, struct seg_cache cs, struct seg_cac
     if (ss.flags & DESC_B)
         hf |= HF_SS32;
     memcpy(c + cal.hflags, &hf, 4);
-    uc_context_restore(v->uc, v->ctx);
+    cpu_state_put(v);
 }
 
 /* Enter a more privileged 64-bit code segment as an interrupt does (SDM
@@ -216,10 +265,18 @@ static int deliver64(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bo
     frame[n++] = ss;
     new_rsp -= n * 8;
     /* Pushed from the top, as the CPU does: CR2 names the first slot that
-     * cannot be written. */
-    for (int i = n - 1; i >= 0; i--)
-        if (sys_access(v, new_rsp + i * 8, &frame[i], 8, true))
+     * cannot be written. A frame within one page is one write (one walk,
+     * one uc_mem_write); a failure there is the top slot's. */
+    if ((new_rsp >> 12) == ((new_rsp + n * 8 - 1) >> 12)) {
+        if (sys_access(v, new_rsp, frame, n * 8, true)) {
+            v->fault_va = new_rsp + (n - 1) * 8;
             return PAGE_FAULT(true);
+        }
+    } else {
+        for (int i = n - 1; i >= 0; i--)
+            if (sys_access(v, new_rsp + i * 8, &frame[i], 8, true))
+                return PAGE_FAULT(true);
+    }
     if (dpl < cpl)
         load_inner_cs_ss(v, sel, e2, dpl);
     else if (sel != cs)
@@ -231,6 +288,18 @@ static int deliver64(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bo
     wreg(uc, UC_X86_REG_RFLAGS, rflags);
     wreg(uc, UC_X86_REG_RIP, target);
     return 0;
+}
+
+/* EFER.LMA: QEMU mirrors it in hflags (HF_LMA), read in place when the
+ * engine can; else through the MSR. */
+static bool long_mode(struct emu_vcpu *v)
+{
+    if (v->env) {
+        uint32_t hf;
+        memcpy(&hf, cpu_state(v) + cal.hflags, 4);
+        return hf & HF_LMA;
+    }
+    return rd_msr(v->uc, MSR_EFER) & EFER_LMA;
 }
 
 static bool contributory(int vec) { return vec == 0 || (vec >= 10 && vec <= 13); }
@@ -245,7 +314,7 @@ int raise_event(struct emu_vcpu *v, int vec, bool has_err, uint64_t err, bool so
     for (int depth = 0; depth < 4; depth++) {
         struct fault f = {0};
         int r;
-        if (rd_msr(v->uc, MSR_EFER) & EFER_LMA) {
+        if (long_mode(v)) {
             r = deliver64(v, vec, has_err, err, soft, ext, &f);
         } else {
             /* Legacy-mode IDTs are not implemented; an empty one (PVH entry
@@ -489,6 +558,139 @@ static void probe_cpuid(uc_engine *uc, uc_context *reset, uint32_t leaf, uint32_
         out[i] = (uint32_t)rreg(uc, r[i]);
 }
 
+/* ------------------------------------------------ the live CPU state */
+
+/* Copy up to `len` bytes at `src` in this process; a page that is not
+ * mapped ends the copy instead of faulting (process_vm_readv on ourselves,
+ * one page per remote iovec: partial transfers stop at an iovec). Returns
+ * the bytes copied. For probing pointers found inside unicorn. */
+static size_t safe_read(void *dst, uintptr_t src, size_t len)
+{
+    struct iovec local = {dst, len}, remote[64];
+    int n = 0;
+    for (uintptr_t a = src, left = len; left && n < 64; n++) {
+        size_t chunk = 4096 - (a & 4095);
+        if (chunk > left)
+            chunk = left;
+        remote[n].iov_base = (void *)a;
+        remote[n].iov_len = chunk;
+        a += chunk;
+        left -= chunk;
+    }
+    ssize_t r = process_vm_readv(getpid(), &local, 1, remote, n, 0);
+    return r < 0 ? 0 : (size_t)r;
+}
+
+/* RAX..R15 in QEMU's order (regs[] opens CPUX86State). */
+static const int qemu_gpr[16] = {
+    UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX, UC_X86_REG_RBX, UC_X86_REG_RSP,
+    UC_X86_REG_RBP, UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_R8,  UC_X86_REG_R9,
+    UC_X86_REG_R10, UC_X86_REG_R11, UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14,
+    UC_X86_REG_R15};
+
+/* `env` is this engine's live CPU state if registers written through the
+ * API show up there, and a snapshot is a byte copy of it. */
+static bool env_check(uc_engine *uc, uc_context *ctx, const char *env)
+{
+    uint64_t rax = rreg(uc, UC_X86_REG_RAX), got = 0;
+    bool ok = true;
+    for (int i = 1; i <= 2 && ok; i++) {
+        uint64_t probe = 0x6e76c0de00000000ull + i * 0x10001ull;
+        wreg(uc, UC_X86_REG_RAX, probe);
+        ok = safe_read(&got, (uintptr_t)env, 8) == 8 && got == probe;
+    }
+    wreg(uc, UC_X86_REG_RAX, rax);
+    size_t size = uc_context_size(uc) - cal.ctx_data;
+    char *copy = ok ? malloc(size) : NULL;
+    if (!copy)
+        return false;
+    uc_context_save(uc, ctx);
+    ok = safe_read(copy, (uintptr_t)env, size) == size &&
+         memcmp(copy, (char *)ctx + cal.ctx_data, size) == 0;
+    free(copy);
+    return ok;
+}
+
+/* This engine's live CPU state through the pointers env_locate() found,
+ * checked; NULL: use snapshots. */
+char *env_find(uc_engine *uc, uc_context *ctx)
+{
+    uintptr_t cpu = 0, env = 0;
+    if (!cal.env_found || safe_read(&cpu, (uintptr_t)uc + cal.uc_cpu, 8) != 8 || !cpu ||
+        safe_read(&env, cpu + cal.cpu_env, 8) != 8 || !env || (env & 7))
+        return NULL;
+    return env_check(uc, ctx, (char *)env) ? (char *)env : NULL;
+}
+
+/* Whether the chain in `cal` reaches the live state of an engine that has
+ * not run yet (as a vCPU's is when it is created) and, unchanged, after
+ * it ran some code: a pointer that merely happens to lead there in one
+ * engine (measured: one inside the translator's state) is refused. */
+static bool env_chain_holds(void)
+{
+    uc_engine *uc = NULL;
+    uc_context *ctx = NULL;
+    bool ok = uc_open(UC_ARCH_X86, UC_MODE_64, &uc) == UC_ERR_OK &&
+              uc_context_alloc(uc, &ctx) == UC_ERR_OK;
+    char *env = ok ? env_find(uc, ctx) : NULL;
+    static const uint8_t code[] = {0x48, 0xff, 0xc0, 0x90, 0xf4}; /* inc rax; nop; hlt */
+    ok = env && uc_mem_map(uc, 0x1000, 0x1000, UC_PROT_ALL) == UC_ERR_OK &&
+         uc_mem_write(uc, 0x1000, code, sizeof(code)) == UC_ERR_OK &&
+         uc_emu_start(uc, 0x1000, NEVER_PC, 0, 10) == UC_ERR_OK && env_find(uc, ctx) == env;
+    if (ctx)
+        uc_context_free(ctx);
+    if (uc)
+        uc_close(uc);
+    return ok;
+}
+
+/* Find the pointer chain engine -> CPU object -> CPU state (QEMU's
+ * uc->cpu->env_ptr; the state lives inside the CPU object, after it):
+ * mark the general registers, then look for a pointer in the engine's
+ * first 16 KiB to an object holding a pointer, within its next 128 KiB,
+ * to those marks; keep the first such chain that also holds in fresh
+ * engines (env_chain_holds). Not found: snapshots (slower, same
+ * behaviour). */
+static void env_locate(uc_engine *uc, uc_context *ctx)
+{
+    enum { UC_SCAN = 16384, OBJ_SCAN = 131072 };
+    uint64_t sig[16];
+    for (int i = 0; i < 16; i++) {
+        sig[i] = 0x5167c0de00000000ull ^ ((uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull >> 32);
+        wreg(uc, qemu_gpr[i], sig[i]);
+    }
+    uc_context_save(uc, ctx);
+    size_t csize = uc_context_size(uc);
+    long d = -1;
+    for (long off = 0; off < 512 && off + (long)sizeof(sig) <= (long)csize; off += 8)
+        if (memcmp((char *)ctx + off, sig, sizeof(sig)) == 0) {
+            d = off;
+            break;
+        }
+    uint64_t *words = malloc(UC_SCAN), *obj = malloc(OBJ_SCAN);
+    size_t nw = d >= 0 && words && obj ? safe_read(words, (uintptr_t)uc, UC_SCAN) / 8 : 0;
+    cal.ctx_data = d;
+    for (size_t k = 0; k < nw && !cal.env_found; k++) {
+        uintptr_t p = words[k];
+        if (p < 65536 || (p & 7) || (p >> 47))
+            continue;
+        size_t got = safe_read(obj, p, OBJ_SCAN);
+        for (size_t j = 0; j < got / 8 && !cal.env_found; j++) {
+            uintptr_t q = obj[j];
+            if (q < p || (q & 7) || q - p + sizeof(sig) > got ||
+                memcmp((char *)obj + (q - p), sig, sizeof(sig)) != 0)
+                continue;
+            cal.uc_cpu = (long)(k * 8);
+            cal.cpu_env = (long)(j * 8);
+            cal.env_found = 1;
+            if (!env_find(uc, ctx) || !env_chain_holds())
+                cal.env_found = 0;
+        }
+    }
+    free(words);
+    free(obj);
+}
+
 /* Find where this unicorn build keeps error_code, exception_is_int,
  * old_exception and hflags inside a saved context, by diffing snapshots of
  * probe runs: #GP(0x1238) from loading a bad selector, int3, and the block
@@ -599,6 +801,9 @@ int emu_calibrate(char *err, size_t errlen)
     cal.is_int = ii;
     cal.old_exception = oe;
     cal.hflags = hf;
+    const char *how = getenv("PYXEN_EMU_CPU_STATE"); /* emu.py checks the value */
+    if (!how || strcmp(how, "snapshot") != 0)
+        env_locate(uc, reset);
     cal.done = 1;
     rc = 0;
 out:
