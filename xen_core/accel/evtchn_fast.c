@@ -353,9 +353,12 @@ static int deliver_locked(struct evf_table *g, uint32_t p, uint32_t vc, struct e
     if (paused == 1)
         emu_machine_resume(g->m);
     if (r & EVF_2L_UPCALL) {
+        /* The interrupt request ends a C hlt wait itself; a kick besides
+         * would stay set once the vCPU runs and end its next hlt at once. */
         if (g->vector >= 0x10)
             emu_request_interrupt(g->vcpu[vc], g->vector);
-        emu_kick(g->vcpu[vc]);
+        else
+            emu_kick(g->vcpu[vc]);
     }
     /* The bits are set (seq_cst) before this look (seq_cst): a vCPU that
      * enters Python after it sees them there. */
