@@ -116,18 +116,21 @@ class Evtchn:
         self._write(_CMD.pack(_CMD_UNMASK, unmask_port) + _CMD.pack(_CMD_NOTIFY, notify_port))
 
     def pending(self, timeout: float | None = None) -> int | None:
-        """The next pending port (masked until unmask); None on timeout."""
+        """The next pending port (masked until unmask); None on timeout.
+        One port per read, as xenevtchn_pending: `fd()` stays readable
+        while more are queued, so a select loop that takes one per wake-up
+        misses none."""
         while len(self._rbuf) < 4:
             if timeout is not None:
                 r, _, _ = select.select([self.rfd], [], [], timeout)
                 if not r:
                     return None
-            data = os.read(self.rfd, 4096)
+            data = os.read(self.rfd, 4 - len(self._rbuf))
             if not data:
                 raise XenError(xenabi.EBADF, "EBADF", "xen-core closed the evtchn handle")
             self._rbuf += data
         (port,) = struct.unpack_from("<I", self._rbuf)
-        self._rbuf = self._rbuf[4:]
+        self._rbuf = b""
         return port
 
     # -- teardown ----------------------------------------------------------------

@@ -123,6 +123,32 @@ def test_dom0_notify_checks_and_handle_close_unbinds(pc):
         pc.domain_destroy(dom)
 
 
+def test_fd_stays_readable_while_ports_are_queued(pc):
+    """One port per pending(), as xenevtchn_pending: a select loop taking
+    one port per wake-up sees every one (consoled with three guests)."""
+    import select
+    a, b = Evtchn(pc), Evtchn(pc)
+    try:
+        mine = [a.bind_unbound_port(0) for _ in range(2)]
+        theirs = [b.bind_interdomain(0, p) for p in mine]
+        assert {b.pending(WAIT_S), b.pending(WAIT_S)} == set(theirs)   # fresh bindings
+        for p in mine:                                   # a's too: drain and re-arm
+            a.unmask(p)
+        for p in theirs:
+            b.notify(p)
+        time.sleep(0.1)                                  # both queued before the first read
+        got = []
+        while len(got) < 2:
+            r, _, _ = select.select([a.fd()], [], [], WAIT_S)
+            assert r, got                                # a queued port keeps fd() readable
+            got.append(a.pending(0))
+        assert sorted(got) == sorted(mine)
+        assert a.pending(0.05) is None
+    finally:
+        a.close()
+        b.close()
+
+
 def test_handle_is_two_pipes_and_ends_when_the_core_closes_it(pc):
     import stat
     xe = Evtchn(pc)
