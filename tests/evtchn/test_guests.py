@@ -72,16 +72,23 @@ def test_guest_dom0_ping_pong(pc, events):
     xe.close()
 
 
-def test_guest_guest_ping_pong(pc, events):
-    n = 30
-    a = start_guest(pc, "evtchn-ping", cmdline=f"count={n}")
-    b = start_guest(pc, "evtchn-ping", cmdline=f"count={n}")
+def ping_pong_pair(pc, events, n: int, args: str = ""):
+    """Two evtchn-ping guests connected through their consoles (the first
+    allocates the port, the second binds it and serves first): their
+    domids and shutdown events once both powered off."""
+    a = start_guest(pc, "evtchn-ping", cmdline=f"count={n}{args}")
+    b = start_guest(pc, "evtchn-ping", cmdline=f"count={n}{args}")
     pc.domain_unpause(a)
     pc.domain_unpause(b)
     pc.console_write_input(a, f"peer={b}\n".encode())
     port = wait_for(pc, a, rf"port (\d+) for domain {b}").group(1)
     pc.console_write_input(b, f"peer={a} port={port}\n".encode())
-    got = wait_shutdown(events, [a, b])
+    return a, b, wait_shutdown(events, [a, b])
+
+
+def test_guest_guest_ping_pong(pc, events):
+    n = 30
+    a, b, got = ping_pong_pair(pc, events, n)
     for dom in (a, b):
         out = console(pc, dom)
         assert got[dom]["shutdown_reason"] == s.SHUTDOWN_poweroff, out
@@ -202,14 +209,7 @@ def test_events_for_a_busy_guest_are_posted_and_applied_by_its_vcpu(pc, events):
 
 def test_two_busy_guests_ping_pong_through_posted_events(pc, events):
     n = 200
-    a = start_guest(pc, "evtchn-ping", cmdline=f"count={n} spin=1")
-    b = start_guest(pc, "evtchn-ping", cmdline=f"count={n} spin=1")
-    for d in (a, b):
-        pc.domain_unpause(d)
-    pc.console_write_input(a, f"peer={b}\n".encode())
-    port = wait_for(pc, a, rf"port (\d+) for domain {b}").group(1)
-    pc.console_write_input(b, f"peer={a} port={port}\n".encode())
-    got = wait_shutdown(events, [a, b])
+    a, b, got = ping_pong_pair(pc, events, n, " spin=1")
     for d in (a, b):
         out = console(pc, d)
         assert got[d]["shutdown_reason"] == s.SHUTDOWN_poweroff, out
@@ -225,14 +225,7 @@ def test_halt_polling_catches_ping_pong_wakeups(pc, events):
     hlt, so the polling window grows and catches them (emu.c halt_poll;
     tests/accel/test_halt_poll.py has its rules)."""
     n = 300
-    a = start_guest(pc, "evtchn-ping", cmdline=f"count={n}")
-    b = start_guest(pc, "evtchn-ping", cmdline=f"count={n}")
-    for d in (a, b):
-        pc.domain_unpause(d)
-    pc.console_write_input(a, f"peer={b}\n".encode())
-    port = wait_for(pc, a, rf"port (\d+) for domain {b}").group(1)
-    pc.console_write_input(b, f"peer={a} port={port}\n".encode())
-    wait_shutdown(events, [a, b])
+    a, b, _ = ping_pong_pair(pc, events, n)
     for d in (a, b):
         engine = pc.domain_info(d)["vcpus"][0]["engine"]
         if "halt_poll_hits" not in engine:
@@ -249,19 +242,15 @@ def test_halt_polling_off(monkeypatch):
     except RuntimeError as e:
         pytest.skip(str(e))
     try:
-        pc = core.privcmd()
-        a = start_guest(pc, "evtchn-ping", cmdline="count=100")
-        b = start_guest(pc, "evtchn-ping", cmdline="count=100")
+        pc, events = core.privcmd(), core.privcmd()
+        events.subscribe_dom_exc()
+        a, b, _ = ping_pong_pair(pc, events, 100)
         for d in (a, b):
-            pc.domain_unpause(d)
-        pc.console_write_input(a, f"peer={b}\n".encode())
-        port = wait_for(pc, a, rf"port (\d+) for domain {b}").group(1)
-        pc.console_write_input(b, f"peer={a} port={port}\n".encode())
-        wait_for(pc, b, r"100 events in")
-        for d in (a, b):
+            assert "evtchn-ping: 100 events" in console(pc, d)
             engine = pc.domain_info(d)["vcpus"][0]["engine"]
             assert engine["halt_poll_hits"] == engine["halt_poll_misses"] == 0, engine
         pc.close()
+        events.close()
     finally:
         core.stop()
 
