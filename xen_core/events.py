@@ -225,7 +225,7 @@ class EventCore:
         if flags & evtchn_fast.KICK_DELIVER:
             with self.evtchn.lock:
                 t = self.evtchn.domains.get(domid)
-                if t is not None and t.port_is_valid(port):
+                if t is not None and port in t.chans:   # not freed since it was posted
                     t.delivery.set_pending(vcpu, port)
             return
         if flags & SET_PENDING_UPCALL:

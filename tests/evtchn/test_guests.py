@@ -36,23 +36,36 @@ def finish(pc, events, domid):
     return ev, out
 
 
-def test_guest_dom0_ping_pong(pc, events):
-    n = 50
-    dom = start_guest(pc, "evtchn-ping", cmdline=f"peer=0 count={n}")
+def dom0_peer(pc, n: int, args: str = ""):
+    """An evtchn-ping guest serving `n` round trips to dom0, bound by a
+    fresh handle: (domid, its port, the handle, dom0's port), the fresh
+    binding's event taken and re-armed."""
+    dom = start_guest(pc, "evtchn-ping", cmdline=f"peer=0 count={n}{args}")
     pc.domain_unpause(dom)
     gport = int(wait_for(pc, dom, r"port (\d+) for domain 0").group(1))
     xe = Evtchn(pc)
     lp = xe.bind_interdomain(dom, gport)
     assert xe.pending(WAIT_S) == lp          # Xen marks a fresh binding pending
     xe.unmask(lp)
-    st = pc.call("evtchn_status", domid=dom, port=gport)[0]
-    assert (st["status"], st["a"], st["b"]) == (2, 0, lp)   # interdomain to dom0:lp
+    return dom, gport, xe, lp
+
+
+def ping(xe, lp, n: int) -> None:
+    """Dom0's side of `n` round trips: notify, take the reply, re-arm."""
     xe.notify(lp)
     for i in range(n):
-        assert xe.pending(WAIT_S) == lp
+        assert xe.pending(WAIT_S) == lp, i
         xe.unmask(lp)
         if i < n - 1:
             xe.notify(lp)
+
+
+def test_guest_dom0_ping_pong(pc, events):
+    n = 50
+    dom, gport, xe, lp = dom0_peer(pc, n)
+    st = pc.call("evtchn_status", domid=dom, port=gport)[0]
+    assert (st["status"], st["a"], st["b"]) == (2, 0, lp)   # interdomain to dom0:lp
+    ping(xe, lp, n)
     ev = wait_shutdown(events, [dom])[dom]
     engine = pc.domain_info(dom)["vcpus"][0]["engine"]
     if "fast_hypercalls" in engine:
@@ -184,19 +197,8 @@ def test_events_for_a_busy_guest_are_posted_and_applied_by_its_vcpu(pc, events):
     lock, so dom0's notifies are posted to it and applied at its next block
     boundary (evtchn_fast.c evf_drain), each one arriving exactly once."""
     n = 200
-    dom = start_guest(pc, "evtchn-ping", cmdline=f"peer=0 count={n} spin=1")
-    pc.domain_unpause(dom)
-    gport = int(wait_for(pc, dom, r"port (\d+) for domain 0").group(1))
-    xe = Evtchn(pc)
-    lp = xe.bind_interdomain(dom, gport)
-    assert xe.pending(WAIT_S) == lp
-    xe.unmask(lp)
-    xe.notify(lp)
-    for i in range(n):
-        assert xe.pending(WAIT_S) == lp, i
-        xe.unmask(lp)
-        if i < n - 1:
-            xe.notify(lp)
+    dom, _, xe, lp = dom0_peer(pc, n, " spin=1")
+    ping(xe, lp, n)
     wait_shutdown(events, [dom])
     engine = pc.domain_info(dom)["vcpus"][0]["engine"]
     out = console(pc, dom)
